@@ -1,0 +1,65 @@
+"""The one exception tree of fathom; every message says what to do next.
+
+    FathomError
+    ├── ConfigError          bad arguments or settings (unknown model spec, bad budget)
+    ├── ContextError         the input cannot be read or loaded
+    ├── LMError              a model call failed
+    │   ├── AuthenticationError   missing or rejected API key
+    │   ├── RateLimitError        still throttled after the retries
+    │   ├── ContextWindowError    the prompt does not fit the model's window
+    │   └── ProviderUnavailable   an optional dependency (SDK, weights) is missing
+    ├── SandboxError         the sandbox could not start or talk to its worker
+    │   └── IsolationError        strict isolation asked for a layer this host lacks
+    ├── BudgetExceeded       raised inside the engine when a limit stops a new call
+    └── TraceError           a trace file is malformed
+"""
+
+from __future__ import annotations
+
+
+class FathomError(Exception):
+    """Root of every error fathom raises on purpose."""
+
+
+class ConfigError(FathomError):
+    """An argument or setting is invalid."""
+
+
+class ContextError(FathomError):
+    """The input given as context cannot be read or loaded."""
+
+
+class LMError(FathomError):
+    """A model call failed."""
+
+
+class AuthenticationError(LMError):
+    """The API key is missing or was rejected."""
+
+
+class RateLimitError(LMError):
+    """The provider kept throttling after all retries."""
+
+
+class ContextWindowError(LMError):
+    """The prompt does not fit in the model's context window."""
+
+
+class ProviderUnavailable(LMError):
+    """An optional dependency of a provider is not installed."""
+
+
+class SandboxError(FathomError):
+    """The sandbox could not start or lost its worker."""
+
+
+class IsolationError(SandboxError):
+    """Strict isolation needs a protection layer this host does not offer."""
+
+
+class BudgetExceeded(FathomError):
+    """A budget limit was reached; no new model call may start."""
+
+
+class TraceError(FathomError):
+    """A trace file could not be parsed."""

@@ -1,0 +1,71 @@
+"""Model providers behind one `LM` protocol, resolved from spec strings.
+
+A spec is "provider:model" ("openai:gpt-5-mini", "anthropic:claude-sonnet-4-5",
+"local", "local:/path/model.gguf"). Providers are looked up in a registry so a
+new one is a single module plus one `register_provider` call; built-in ones are
+imported lazily so an unused SDK is never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from fathom.errors import ConfigError
+from fathom.lm.base import LM, Completion, Message, Usage, split_spec
+from fathom.lm.scripted import ScriptedLM
+
+ProviderFactory = Callable[[str], LM]
+
+# provider prefix -> factory, or "module:function" for a lazily imported built-in.
+_PROVIDERS: dict[str, ProviderFactory | str] = {
+    "openai": "fathom.lm.openai:from_spec",
+    "anthropic": "fathom.lm.anthropic:from_spec",
+    "local": "fathom.lm.local:from_spec",
+}
+
+
+def register_provider(prefix: str, factory: ProviderFactory) -> None:
+    """Make `prefix:MODEL` specs resolve through `factory(model_part)`."""
+    _PROVIDERS[prefix.lower()] = factory
+
+
+def providers() -> list[str]:
+    """Names of every registered provider prefix."""
+    return sorted(_PROVIDERS)
+
+
+def resolve(spec: str | LM) -> LM:
+    """Return an LM for a spec string, or the LM itself when one is given."""
+    if not isinstance(spec, str):
+        return spec
+    provider, model = split_spec(spec)
+    entry = _PROVIDERS.get(provider)
+    if entry is None:
+        known = ", ".join(f"'{p}:MODEL'" for p in providers())
+        raise ConfigError(f"Unknown model spec {spec!r}: use one of {known}.")
+    if isinstance(entry, str):
+        module_name, _, attr = entry.partition(":")
+        try:
+            factory: ProviderFactory = getattr(importlib.import_module(module_name), attr)
+        except ImportError as exc:
+            raise ConfigError(
+                f"Provider {provider!r} could not be loaded ({exc}); "
+                "reinstall fathom with its dependencies."
+            ) from exc
+        _PROVIDERS[provider] = factory
+    else:
+        factory = entry
+    return factory(model)
+
+
+__all__ = [
+    "LM",
+    "Completion",
+    "Message",
+    "ScriptedLM",
+    "Usage",
+    "providers",
+    "register_provider",
+    "resolve",
+]

@@ -1,0 +1,77 @@
+"""The LM protocol every provider implements, and the values it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+# A chat message: {"role": "system" | "user" | "assistant", "content": str}.
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and dollars of one or more model calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    usd: float = 0.0
+    calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            usd=self.usd + other.usd,
+            calls=self.calls + other.calls,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as written in traces and `--json` output."""
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "usd": round(self.usd, 8),
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One model reply: its text, the model that wrote it and what it cost."""
+
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    cached: bool = False
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class LM(Protocol):
+    """A chat model. `name` is its spec string, e.g. "openai:gpt-5-mini"."""
+
+    name: str
+    context_window: int
+
+    def complete(self, messages: list[Message], **options: Any) -> Completion:
+        """Return the model's reply to `messages`."""
+        ...
+
+    async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
+        """Async form of `complete`."""
+        ...
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """Split "provider:model" into its parts; "local" alone gives ("local", "")."""
+    provider, _, rest = spec.partition(":")
+    return provider.strip().lower(), rest.strip()

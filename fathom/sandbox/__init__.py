@@ -1,0 +1,75 @@
+"""Sandboxes behind one `Sandbox` protocol, resolved by name.
+
+"subprocess" (default) runs REPL code in an isolated worker process;
+"inprocess" runs it in this process (fastest, no isolation). A new sandbox is
+one module plus one `register_sandbox` call.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from fathom.errors import ConfigError
+from fathom.sandbox.base import Bridge, ExecResult, Sandbox
+
+IsolationLevel = Literal["strict", "standard", "off"]
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Limits a sandbox enforces on the code it runs."""
+
+    exec_timeout: float = 120.0
+    memory_mb: int | None = 4096
+    output_limit: int = 1_000_000  # characters of stdout/stderr kept per execution
+    isolation: IsolationLevel = "standard"
+
+
+SandboxFactory = Callable[[SandboxOptions], Sandbox]
+
+_SANDBOXES: dict[str, SandboxFactory | str] = {
+    "subprocess": "fathom.sandbox.subprocess:SubprocessSandbox",
+    "inprocess": "fathom.sandbox.inprocess:InProcessSandbox",
+}
+
+
+def register_sandbox(name: str, factory: SandboxFactory) -> None:
+    """Make `sandbox=name` build sandboxes with `factory(options)`."""
+    _SANDBOXES[name] = factory
+
+
+def sandbox_names() -> list[str]:
+    """Every registered sandbox name."""
+    return sorted(_SANDBOXES)
+
+
+def create(spec: str | SandboxFactory, options: SandboxOptions) -> Sandbox:
+    """Build a fresh sandbox from a name or a factory (each run gets its own)."""
+    if callable(spec):
+        return spec(options)
+    entry = _SANDBOXES.get(spec)
+    if entry is None:
+        raise ConfigError(
+            f"Unknown sandbox {spec!r}: use one of {', '.join(sandbox_names())}, "
+            "or pass a callable that returns a Sandbox."
+        )
+    if isinstance(entry, str):
+        module_name, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module_name), attr)
+        _SANDBOXES[spec] = entry
+    return entry(options)
+
+
+__all__ = [
+    "Bridge",
+    "ExecResult",
+    "IsolationLevel",
+    "Sandbox",
+    "SandboxOptions",
+    "create",
+    "register_sandbox",
+    "sandbox_names",
+]
