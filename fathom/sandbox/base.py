@@ -81,3 +81,8 @@ class Sandbox(Protocol):
     def close(self) -> None:
         """Stop the worker and free its resources; safe to call twice."""
         ...
+
+
+# A Bridge reply that starts with this means the run's budget refused the call; the REPL
+# functions turn it into a BudgetExceeded in user code so a runaway loop stops.
+BUDGET_STOP = "Error: budget exhausted"

@@ -1,0 +1,93 @@
+"""The prompts of the RLM protocol: the system prompt, the first turn and the turns after it."""
+
+from __future__ import annotations
+
+from fathom.context import ContextMetadata
+
+SYSTEM_PROMPT = """\
+You answer a query about a context that is too large to read at once. The context is \
+NOT in this conversation: it is stored in the variable `context` of a persistent Python \
+REPL, and you work on it by writing code.
+
+To run code, write it in a fenced block tagged repl:
+```repl
+print(len(context))
+print(context[:1000])
+```
+Every repl block in your reply runs in order; you then see its printed output (long \
+output is truncated, so print summaries and slices, not everything). Variables persist \
+between turns.
+
+Functions available in the REPL:
+- `llm_query(prompt, model=None) -> str`: ask a language model one question. It can \
+read far more text than you see here (around {sub_window} characters), so give it whole \
+chunks of the context together with a precise question.
+- `llm_query_batched(prompts, model=None) -> list[str]`: many llm_query calls run \
+concurrently; answers come back in the order of the prompts. Prefer it to a loop.
+- `rlm_query(prompt, context=None) -> str`: a recursive sub-call: a new RLM with its own \
+REPL whose `context` is the one you pass (or the prompt itself). Use it for sub-problems \
+that are themselves too big for one llm_query.
+- `rlm_query_batched(prompts, contexts=None) -> list[str]`: many rlm_query calls concurrently.
+- `SHOW_VARS()`: list the variables you have created.
+- `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the value of the \
+variable called `name` (pass its name as a string).
+
+Work step by step: look at the structure of the context, split it into chunks, use \
+sub-calls to read the chunks, keep intermediate results in variables, check them, and \
+build the answer. Do not guess what the context says: read it through code. When you are \
+done, call FINAL(...) or FINAL_VAR("...") in a repl block, or write FINAL(your answer) \
+on its own line outside a code block.\
+"""
+
+FIRST_TURN = """\
+The context is loaded in the REPL variable `context`. What you can know about it without \
+reading it:
+{metadata}
+
+Query: {query}
+
+You have not looked at the context yet. Start by exploring it with code; do not answer \
+before you have read the parts that matter."""
+
+NEXT_TURN = """\
+{outputs}
+
+Continue with the query: {query}
+Write more repl code, or finish with FINAL(answer) / FINAL_VAR("name")."""
+
+NUDGE = """\
+Your reply had no ```repl``` code block and no FINAL. Write code in a ```repl``` block to \
+work on `context`, or finish with FINAL(answer) / FINAL_VAR("name").
+Query: {query}"""
+
+LAST_CHANCE = """\
+You have no iterations left. Reply now with your best final answer to the query, on one \
+line, as FINAL(answer). Do not write code.
+Query: {query}"""
+
+COMPACTED = """\
+[{turns} earlier turns were removed to keep this conversation short. Everything they \
+computed is still in the REPL: call SHOW_VARS() to list the variables. Code they ran, \
+shortened:]
+{digest}"""
+
+
+def system_prompt(sub_window_chars: int) -> str:
+    """The system prompt, telling the model how much text a sub-call can read."""
+    return SYSTEM_PROMPT.format(sub_window=f"{sub_window_chars:,}")
+
+
+def first_turn(query: str, metadata: ContextMetadata) -> str:
+    """The first user message: the query and the context's metadata, never its content."""
+    return FIRST_TURN.format(metadata=metadata.describe(), query=query)
+
+
+def next_turn(query: str, outputs: list[str]) -> str:
+    """The user message carrying the output of the code blocks just run."""
+    return NEXT_TURN.format(outputs="\n\n".join(outputs), query=query)
+
+
+def exec_report(index: int, count: int, output: str) -> str:
+    """How one block's output is shown to the model."""
+    label = f"Output of repl block {index} of {count}" if count > 1 else "Output of your repl block"
+    return f"{label}:\n{output if output.strip() else '(no output)'}"

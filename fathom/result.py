@@ -1,0 +1,48 @@
+"""What a run returns: the answer, why it stopped, and what it cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fathom.lm.base import Usage
+
+StopReason = Literal["final", "max_iterations", "budget", "error"]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The outcome of `RLM.run`."""
+
+    answer: str
+    stop_reason: StopReason
+    iterations: int
+    usage: dict[str, Usage] = field(default_factory=dict)
+    trace_path: str | None = None
+    run_id: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+    budget_limit: str | None = None  # which Budget field stopped the run, when one did
+
+    @property
+    def total_usage(self) -> Usage:
+        """Usage summed over every model."""
+        total = Usage()
+        for usage in self.usage.values():
+            total = total + usage
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (the CLI's `--json`)."""
+        return {
+            "answer": self.answer,
+            "stop_reason": self.stop_reason,
+            "iterations": self.iterations,
+            "usage": {model: u.to_dict() for model, u in self.usage.items()},
+            "total_usage": self.total_usage.to_dict(),
+            "trace_path": self.trace_path,
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "budget_limit": self.budget_limit,
+        }

@@ -1,0 +1,282 @@
+"""The root loop end to end, through real sandboxes, with scripted models."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+import fathom
+from fathom.errors import LMError
+from fathom.lm import ScriptedLM
+from fathom.lm.base import Message
+from fathom.trace import ExecEvent, FinalEvent, IterationEvent, LMCall, RunEnd, RunStart, read
+
+SANDBOXES = ["inprocess", "subprocess"]
+SECRET = "the-vault-code-is-4417"
+
+
+def haystack() -> str:
+    return "filler text. " * 200 + SECRET + " more filler." * 200
+
+
+def repl(code: str) -> str:
+    return f"Let me look.\n```repl\n{code}\n```\n"
+
+
+def last_user(messages: list[Message]) -> str:
+    return [m for m in messages if m["role"] == "user"][-1]["content"]
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_multi_step_run_never_shows_the_context_to_the_root(sandbox: str) -> None:
+    root = ScriptedLM([
+        repl("n = len(context)\nprint(n)"),
+        repl("idx = context.find('vault-code')\nprint(context[idx:idx+22])"),
+        repl("FINAL(context[context.find('vault-code') + 14:][:4])"),
+    ])
+    result = fathom.RLM(root, sandbox=sandbox).run("What is the vault code?", haystack())
+    assert result.answer == "4417"
+    assert result.stop_reason == "final"
+    assert result.iterations == 3
+    first_prompt = "\n".join(m["content"] for m in root.calls[0])
+    assert SECRET not in first_prompt
+    assert str(len(haystack())) in first_prompt.replace(",", "")
+    assert str(len(haystack())) in last_user(root.calls[1])
+    assert "vault-code-is-4417" in last_user(root.calls[2])
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.parametrize(
+    "reply",
+    [
+        repl("FINAL('Paris')"),
+        repl("city = 'Paris'\nFINAL_VAR('city')"),
+        "I know it.\nFINAL(Paris)",
+        repl("city = 'Par' + 'is'") + "\nFINAL_VAR(city)",
+    ],
+    ids=["code-final", "code-final-var", "text-final", "text-final-var-after-code"],
+)
+def test_every_final_form(sandbox: str, reply: str) -> None:
+    result = fathom.RLM(ScriptedLM([reply]), sandbox=sandbox).run("Capital?", "France: Paris")
+    assert (result.answer, result.stop_reason, result.iterations) == ("Paris", "final", 1)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_final_var_of_missing_variable_is_reported_back(sandbox: str) -> None:
+    root = ScriptedLM(["FINAL_VAR(nothing_here)", repl("FINAL('ok')")])
+    result = fathom.RLM(root, sandbox=sandbox).run("q", "ctx")
+    assert result.answer == "ok" and result.iterations == 2
+    assert "nothing_here" in last_user(root.calls[1])
+
+
+def test_reply_without_code_gets_a_nudge() -> None:
+    root = ScriptedLM(["I think about it.", repl("FINAL(1)")])
+    result = fathom.RLM(root, sandbox="inprocess").run("q", "ctx")
+    assert result.answer == "1"
+    assert "no ```repl``` code block" in last_user(root.calls[1])
+
+
+def test_max_iterations_asks_once_for_a_final_answer() -> None:
+    root = ScriptedLM([repl("x = 1"), repl("x += 1"), "FINAL(best guess)"])
+    result = fathom.RLM(root, sandbox="inprocess", max_iterations=2).run("q", "ctx")
+    assert result.stop_reason == "max_iterations"
+    assert result.answer == "best guess"
+    assert "no iterations left" in last_user(root.calls[2])
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_code_errors_and_output_go_back_to_the_model(sandbox: str) -> None:
+    root = ScriptedLM([repl("print('hello')\n1 / 0"), repl("FINAL('done')")])
+    fathom.RLM(root, sandbox=sandbox).run("q", "ctx")
+    shown = last_user(root.calls[1])
+    assert "hello" in shown and "ZeroDivisionError" in shown
+
+
+def test_long_output_is_truncated_head_and_tail() -> None:
+    root = ScriptedLM([repl("print('HEAD' + 'x' * 100_000 + 'TAIL')"), repl("FINAL(1)")])
+    fathom.RLM(root, sandbox="inprocess", output_limit=5_000).run("q", "ctx")
+    shown = last_user(root.calls[1])
+    assert "HEAD" in shown and "TAIL" in shown and "truncated" in shown
+    assert len(shown) < 6_000
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_failing_sub_call_returns_an_error_string(sandbox: str, tmp_path: Path) -> None:
+    root = ScriptedLM([repl("r = llm_query('hi')\nprint(r)"), repl("FINAL(r[:6])")])
+    sub = ScriptedLM([LMError("provider down")], name="sub")
+    trace = tmp_path / "t.jsonl"
+    result = fathom.RLM(root, sub, sandbox=sandbox, trace=trace).run("q", "ctx")
+    assert result.answer == "Error:"
+    assert "provider down" in last_user(root.calls[1])
+    failed = [e for e in read(trace) if isinstance(e, LMCall) and e.role == "sub"]
+    assert failed and failed[0].error and "provider down" in failed[0].error
+
+
+def test_sub_calls_for_models_the_user_did_not_allow_are_refused() -> None:
+    root = ScriptedLM([repl("print(llm_query('hi', model='openai:gpt-5'))"), repl("FINAL(1)")])
+    fathom.RLM(root, ScriptedLM(["x"], name="sub"), sandbox="inprocess").run("q", "ctx")
+    assert "not allowed" in last_user(root.calls[1])
+
+
+def by_query(routes: dict[str, list[str]]) -> ScriptedLM:
+    """A model whose replies depend on the query of the run asking (root or child)."""
+    counters: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def respond(messages: list[Message]) -> str:
+        text = messages[1]["content"] if len(messages) > 1 else messages[0]["content"]
+        for key, replies in routes.items():
+            if f"Query: {key}" in text or text == key:
+                with lock:
+                    i = counters.get(key, 0)
+                    counters[key] = i + 1
+                return replies[min(i, len(replies) - 1)]
+        return "plain answer"
+
+    return ScriptedLM(respond)
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_recursion_to_depth_two(sandbox: str, tmp_path: Path) -> None:
+    lm = by_query({
+        "top": [repl("a = rlm_query('middle', context=context[:5])\nFINAL('top<' + a + '>')")],
+        "middle": [
+            repl("b = rlm_query('bottom', context=context.upper())\nFINAL('mid<' + b + '>')")
+        ],
+        "bottom": [repl("c = rlm_query('leaf')\nFINAL(context + '|' + c)")],
+        "leaf": ["leaf answer"],
+    })
+    trace = tmp_path / "t.jsonl"
+    result = fathom.RLM(lm, sandbox=sandbox, max_depth=2, trace=trace).run("top", "hello world")
+    assert result.answer == "top<mid<HELLO|leaf answer>>"
+    events = read(trace)
+    depths = {e.depth for e in events if isinstance(e, RunStart)}
+    assert depths == {0, 1, 2}
+    # At the depth limit rlm_query is a plain sub-call.
+    assert any(isinstance(e, LMCall) and e.role == "sub" and e.prompt == "leaf" for e in events)
+
+
+def test_budget_on_calls_stops_the_run_with_best_answer() -> None:
+    root = ScriptedLM([repl("print('partial: 42')")] * 10)
+    result = fathom.RLM(root, sandbox="inprocess", budget=fathom.Budget(calls=3)).run("q", "c")
+    assert result.stop_reason == "budget"
+    assert result.budget_limit == "calls"
+    assert result.iterations <= 3
+    assert "42" in result.answer
+
+
+def test_budget_on_dollars_counts_sub_calls() -> None:
+    root = ScriptedLM([repl("r = llm_query_batched(['x'] * 20)")] * 5, usd_per_million_tokens=1.0)
+    sub = ScriptedLM(lambda m: "y" * 4000, name="sub", usd_per_million_tokens=1000.0)
+    result = fathom.RLM(root, sub, sandbox="inprocess", budget=fathom.Budget(usd=0.5)).run("q", "c")
+    assert result.stop_reason == "budget"
+    assert result.usage["sub"].calls < 100
+
+
+def test_runaway_llm_query_loop_is_stopped_by_the_call_budget() -> None:
+    root = ScriptedLM([repl("while True:\n    llm_query('again')"), repl("FINAL(1)")])
+    sub = ScriptedLM(lambda m: "ok", name="sub")
+    result = fathom.RLM(root, sub, sandbox="inprocess", budget=fathom.Budget(calls=20),
+                        exec_timeout=30).run("q", "c")
+    assert result.stop_reason == "budget"
+    assert result.total_usage.calls <= 20
+
+
+def test_concurrency_limit_holds_for_batched_sub_calls() -> None:
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    class Counting(ScriptedLM):
+        async def acomplete(
+            self, messages: list[Message], **options: object
+        ) -> fathom.lm.Completion:
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            await asyncio.sleep(0.02)
+            with lock:
+                in_flight -= 1
+            return await super().acomplete(messages)
+
+    root = ScriptedLM([repl("r = llm_query_batched([str(i) for i in range(40)])\nFINAL(len(r))")])
+    sub = Counting(lambda m: "a", name="sub")
+    result = fathom.RLM(root, sub, sandbox="inprocess", max_concurrency=4).run("q", "c")
+    assert result.answer == "40"
+    assert peak == 4
+
+
+def test_batched_answers_keep_prompt_order() -> None:
+    root = ScriptedLM([repl("FINAL(','.join(llm_query_batched(['3', '1', '2'])))")])
+    sub = ScriptedLM(lambda m: "n" + m[-1]["content"], name="sub", latency=0.01)
+    assert fathom.RLM(root, sub, sandbox="inprocess").run("q", "c").answer == "n3,n1,n2"
+
+
+def test_trace_and_on_event_carry_every_event(tmp_path: Path) -> None:
+    seen: list[object] = []
+    trace = tmp_path / "run.jsonl"
+    root = ScriptedLM([repl("print(llm_query('sub?'))"), repl("FINAL('x')")])
+    result = fathom.RLM(root, ScriptedLM(["s"], name="sub"), sandbox="inprocess", trace=trace,
+                        on_event=seen.append).run("q", "context body")
+    events = read(trace)
+    assert result.trace_path == str(trace)
+    assert [type(e) for e in events] == [type(e) for e in seen]
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "RunStart" and kinds[-1] == "RunEnd"
+    assert sum(isinstance(e, IterationEvent) for e in events) == 2
+    assert sum(isinstance(e, ExecEvent) for e in events) == 2
+    assert any(isinstance(e, FinalEvent) and e.answer == "x" for e in events)
+    end = events[-1]
+    assert isinstance(end, RunEnd) and end.stop_reason == "final"
+    assert end.usage["sub"]["calls"] == 1
+    start = events[0]
+    assert isinstance(start, RunStart) and start.context["total_chars"] == len("context body")
+    ts = [e.t for e in events]
+    assert ts == sorted(ts)
+
+
+def test_long_runs_compact_the_root_history() -> None:
+    replies = [repl(f"v{i} = {i}\nprint('x' * 3000)") for i in range(12)]
+    root = ScriptedLM([*replies, repl("FINAL(1)")], context_window=4_000)
+    seen: list[object] = []
+    fathom.RLM(root, sandbox="inprocess", on_event=seen.append).run("q", "c")
+    iterations = [e for e in seen if isinstance(e, IterationEvent)]
+    assert any(e.compacted for e in iterations)
+    assert max(e.prompt_chars for e in iterations[-4:]) < 4_000 * 4
+    assert "SHOW_VARS" in "\n".join(m["content"] for m in root.calls[-1])
+
+
+@pytest.mark.parametrize("context", [["a", "bb", "ccc"], {"x.txt": "hello", "y.txt": "world"}])
+def test_list_and_dict_contexts(context: object) -> None:
+    root = ScriptedLM([repl("FINAL(type(context).__name__ + str(len(context)))")])
+    result = fathom.RLM(root, sandbox="subprocess").run("q", context)
+    assert result.answer == f"{type(context).__name__}{len(context)}"  # type: ignore[arg-type]
+
+
+def test_directory_context(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.md").write_text("beta")
+    (tmp_path / "blob.bin").write_bytes(b"\x00\xff\x00\xfe")
+    root = ScriptedLM([repl("FINAL(','.join(sorted(context)))")])
+    result = fathom.RLM(root, sandbox="subprocess").run("q", tmp_path)
+    assert result.answer == "a.txt,sub/b.md"
+    assert "blob.bin" in "\n".join(m["content"] for m in root.calls[0])
+
+
+def test_arun_works_inside_an_event_loop() -> None:
+    async def main() -> fathom.Result:
+        rlm = fathom.RLM(ScriptedLM([repl("FINAL(2)")]), sandbox="inprocess")
+        return await rlm.arun("q", "c")
+
+    assert asyncio.run(main()).answer == "2"
+
+
+def test_root_model_failure_ends_with_error() -> None:
+    result = fathom.RLM(ScriptedLM([LMError("key rejected")]), sandbox="inprocess").run("q", "c")
+    assert result.stop_reason == "error"
+    assert result.error and "key rejected" in result.error
