@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fathom.errors import BudgetExceeded, ConfigError, FathomError
 from fathom.lm.base import LM
 from fathom.sandbox.base import BUDGET_STOP
-from fathom.trace import LMCall
+from fathom.trace import LMCall, LMCallStart
 
 if TYPE_CHECKING:
     from fathom.engine import RunTree
@@ -133,6 +133,13 @@ class SubCalls:
             name = lm.name
             async with self.tree.llm_slots:
                 self.tree.spend.reserve()
+                self.tree.emit(
+                    LMCallStart(
+                        run_id=self.run_id, depth=self.depth, t=self.tree.clock.now(),
+                        role="sub", model=lm.name, iteration=self._iteration(), prompt=prompt,
+                        call_id=call_id, batch_id=batch_id,
+                    )
+                )
                 completion = await lm.acomplete([{"role": "user", "content": prompt}])
         except BudgetExceeded as exc:
             return self._failed(call_id, batch_id, name, prompt, f"{BUDGET_STOP}: {exc}")

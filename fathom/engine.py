@@ -31,6 +31,7 @@ from fathom.trace import (
     FinalEvent,
     IterationEvent,
     LMCall,
+    LMCallStart,
     RunEnd,
     RunStart,
     SubRLMEnd,
@@ -158,7 +159,8 @@ class Engine:
         return Result(
             answer=answer, stop_reason=reason, iterations=self.iteration, usage=usage,
             run_id=self.run_id, seconds=seconds, error=error,
-            budget_limit=tree.spend.stopped_by if reason == "budget" else None,
+            budget_limit=(tree.spend.stopped_by or tree.spend.exhausted())
+            if reason == "budget" else None,
         )
 
     async def _loop(
@@ -235,12 +237,18 @@ class Engine:
         tree = self.tree
         tree.spend.reserve()
         lm = tree.router.root
+        call_id = f"r{self.run_id}-{self.iteration}"
+        self._event(
+            LMCallStart, role="root", model=lm.name, iteration=self.iteration,
+            prompt=messages[-1]["content"], call_id=call_id,
+        )
         try:
             completion: Completion = await lm.acomplete(messages)
         except FathomError as exc:
             self._event(
                 LMCall, role="root", model=lm.name, iteration=self.iteration,
                 prompt=messages[-1]["content"], error=f"{type(exc).__name__}: {exc}",
+                call_id=call_id,
             )
             raise
         tree.spend.record(completion.model or lm.name, completion.usage)
@@ -249,7 +257,7 @@ class Engine:
             prompt=messages[-1]["content"], response=completion.text,
             prompt_tokens=completion.usage.prompt_tokens,
             completion_tokens=completion.usage.completion_tokens, seconds=completion.seconds,
-            usd=completion.usage.usd, cached=completion.cached,
+            usd=completion.usage.usd, cached=completion.cached, call_id=call_id,
         )
         return completion.text
 
@@ -267,8 +275,8 @@ class Engine:
         return answer
 
     def _best_answer(self) -> str:
-        """With no FINAL: the model's last words outside code, else the last printed output."""
-        return self._last_text or self._last_output.strip()[-2000:]
+        """With no FINAL: the last printed output, else the model's last words outside code."""
+        return self._last_output.strip()[-2000:] or self._last_text
 
     def _compact(self, messages: list[Message]) -> bool:
         """Elide old turns once the history passes `compact_at` of the root model's window."""

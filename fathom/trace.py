@@ -83,6 +83,19 @@ class LMCall(Event):
 
 
 @dataclass(frozen=True)
+class LMCallStart(Event):
+    """A model call began; the `lm_call` with the same `call_id` ends it (in flight until then)."""
+
+    type: ClassVar[str] = "lm_call_start"
+    role: str = "root"
+    model: str = ""
+    iteration: int = 0
+    prompt: str = ""
+    call_id: str = ""
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ExecEvent(Event):
     """One code block ran in the sandbox."""
 
@@ -143,8 +156,10 @@ class RunEnd(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
-    for cls in (RunStart, IterationEvent, LMCall, ExecEvent, SubRLMStart, SubRLMEnd, FinalEvent,
-                RunEnd)
+    for cls in (
+        RunStart, IterationEvent, LMCallStart, LMCall, ExecEvent, SubRLMStart, SubRLMEnd,
+        FinalEvent, RunEnd,
+    )
 }
 
 EventSink = Callable[[Event], None]
