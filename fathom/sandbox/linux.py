@@ -1,0 +1,236 @@
+"""Linux kernel security primitives through raw syscalls (ctypes): namespaces, mounts,
+Landlock, seccomp and capabilities.
+
+Used by fathom.sandbox.isolation, partly inside `preexec_fn` (after fork, before exec), so
+everything here is plain syscalls: no imports, no locks, no threads at call time.
+Every function raises OSError (with the errno) when the kernel refuses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import stat
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 1, 2, 4, 32
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+
+_PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 4, 24, 28, 38
+# NOROOT, NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE and KEEP_CAPS off, each locked: uid 0 gains
+# nothing from execve and can never get capabilities back.
+_SECUREBITS_LOCKED_DOWN = 0xEF
+
+# Landlock (include/uapi/linux/landlock.h); syscall numbers are the same on every arch.
+_LL_CREATE, _LL_ADD_RULE, _LL_RESTRICT = 444, 445, 446
+_LL_VERSION_FLAG = 1
+_LL_RULE_PATH_BENEATH = 1
+LL_EXECUTE, LL_WRITE_FILE, LL_READ_FILE, LL_READ_DIR = 1, 2, 4, 8
+_LL_REFER, _LL_TRUNCATE, _LL_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_LL_FILE_ONLY = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | _LL_TRUNCATE | _LL_IOCTL_DEV
+_LL_NET_TCP = 3  # BIND_TCP | CONNECT_TCP
+_LL_SCOPES = 3  # ABSTRACT_UNIX_SOCKET | SIGNAL
+LL_READ = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
+
+# arch -> (AUDIT_ARCH value, __NR_socket, __NR_seccomp)
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 317), "aarch64": (0xC00000B7, 198, 277)}
+_NR_IO_URING_SETUP = 425
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def unshare(flags: int) -> None:
+    """Move this process into new namespaces (CLONE_NEW* flags)."""
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def mask_directories(masks: list[tuple[str, list[str]]]) -> None:
+    """In a fresh mount namespace, hide each directory behind an empty read-only tmpfs,
+    then bind back only the listed paths beneath it."""
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    for top, keep in masks:
+        # Open what we keep before the tmpfs hides it; bind from the fd afterwards.
+        fds = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in keep]
+        _mount("tmpfs", top, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=0755,size=1m")
+        for path, fd in fds:
+            parts = os.path.relpath(path, top).split(os.sep)
+            current = top
+            for part in parts[:-1]:
+                current = os.path.join(current, part)
+                if not os.path.isdir(current):
+                    os.mkdir(current, 0o755)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.makedirs(path, 0o755, exist_ok=True)
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+            os.close(fd)
+        _mount(None, top, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+
+
+def set_no_new_privs() -> None:
+    """execve can never grant privileges again (setuid binaries, file capabilities)."""
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """A non-dumpable process cannot be ptraced or read via /proc by its own uid."""
+    _check(_libc.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "prctl(DUMPABLE)")
+
+
+def drop_capabilities() -> None:
+    """Give up every capability for good while keeping uid 0 (when no other uid works)."""
+    _check(_libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS_LOCKED_DOWN, 0, 0, 0), "securebits")
+    for cap in range(64):
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) < 0:
+            break  # EINVAL past the last capability this kernel knows
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 when Landlock is missing or disabled."""
+    version = _libc.syscall(_LL_CREATE, None, 0, _LL_VERSION_FLAG)
+    return max(int(version), 0)
+
+
+def landlock_restrict(read: list[str], write: list[str], abi: int) -> None:
+    """Confine this thread (and its future children) to reading `read`, writing `write`,
+    no TCP (ABI >= 4) and no signals or abstract sockets beyond its domain (ABI >= 6)."""
+    handled = (1 << 13) - 1
+    handled |= (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0)
+    handled |= _LL_IOCTL_DEV if abi >= 5 else 0
+    attr = _RulesetAttr(handled, _LL_NET_TCP if abi >= 4 else 0, _LL_SCOPES if abi >= 6 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset = _check(_libc.syscall(_LL_CREATE, ctypes.byref(attr), size, 0), "landlock_create")
+    try:
+        rules = [(p, LL_READ) for p in read] + [(p, handled) for p in write]
+        for path, access in rules:
+            try:
+                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                continue  # a path that does not exist needs no rule
+            try:
+                if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                    access &= _LL_FILE_ONLY
+                rule = _PathBeneath(access & handled, fd)
+                _check(
+                    _libc.syscall(_LL_ADD_RULE, ruleset, _LL_RULE_PATH_BENEATH, ctypes.byref(rule), 0),
+                    f"landlock_add_rule {path}",
+                )
+            finally:
+                os.close(fd)
+        _check(_libc.syscall(_LL_RESTRICT, ruleset, 0), "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
+def seccomp_supported() -> bool:
+    """Whether block_inet_sockets knows this CPU architecture."""
+    return platform.machine() in _SECCOMP_ARCH
+
+
+def block_inet_sockets() -> None:
+    """Install a seccomp filter (all threads) that refuses every socket except AF_UNIX,
+    io_uring (which could create sockets behind seccomp's back) and foreign-ABI syscalls."""
+    if not seccomp_supported():
+        raise OSError(38, f"seccomp filter not written for {platform.machine()}")
+    arch, nr_socket, nr_seccomp = _SECCOMP_ARCH[platform.machine()]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    deny, allow = 0x00050000 | 13, 0x7FFF0000  # SECCOMP_RET_ERRNO|EACCES, RET_ALLOW
+    program = [
+        (ld, 0, 0, 4),  # 0: seccomp_data.arch
+        (jeq, 1, 0, arch),  # 1: native ABI -> 3
+        (ret, 0, 0, deny),  # 2
+        (ld, 0, 0, 0),  # 3: seccomp_data.nr
+        (jge, 4, 0, 0x40000000),  # 4: x32 ABI -> 9
+        (jeq, 3, 0, _NR_IO_URING_SETUP),  # 5: -> 9
+        (jeq, 0, 3, nr_socket),  # 6: other syscalls -> 10
+        (ld, 0, 0, 16),  # 7: args[0], the address family
+        (jeq, 1, 0, 1),  # 8: AF_UNIX -> 10
+        (ret, 0, 0, deny),  # 9
+        (ret, 0, 0, allow),  # 10
+    ]
+    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    prog = _SockFprog(len(program), filters)
+    set_no_new_privs()
+    # SECCOMP_SET_MODE_FILTER with SECCOMP_FILTER_FLAG_TSYNC: every thread, not just this one.
+    _check(_libc.syscall(nr_seccomp, 1, 1, ctypes.byref(prog)), "seccomp")
+
+
+def namespace_id(kind: str) -> int:
+    """Inode of this process's namespace of `kind` ("net", "mnt", "user")."""
+    return os.stat(f"/proc/self/ns/{kind}").st_ino

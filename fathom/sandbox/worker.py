@@ -1,0 +1,322 @@
+"""The code that runs inside the subprocess worker: `python -m fathom.sandbox.worker R W`.
+
+R and W are the pipe descriptors of the channel to the parent. The worker loads
+the context itself from the spec in the first message, applies the isolation
+layers, restores the variables a crashed predecessor saved, then runs blocks.
+REPL functions become channel requests answered by the parent. After each block
+it saves the picklable user variables to its scratch directory (after replying,
+so the snapshot costs no latency); the parent never reads that file.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import io
+import itertools
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import types
+from pathlib import Path
+from typing import Any
+
+from fathom.context import load_spec
+from fathom.sandbox import isolation
+from fathom.sandbox.channel import BadMessage, Channel, ChannelClosed
+from fathom.sandbox.repl import REPL_MODULE, Repl
+
+SNAPSHOT_NAME = ".fathom-snapshot.pkl"
+# Variables are saved after every block; past this many bytes the rest is not saved (it
+# would be lost in a crash), so huge states do not cost seconds per block.
+SNAPSHOT_MAX_BYTES = 128 * 1024 * 1024
+_IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), frozenset)
+
+
+class ChannelBridge:
+    """The Bridge as seen from the worker: every call is a request to the parent."""
+
+    def __init__(self, channel: Channel):
+        self._channel = channel
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def llm_query(self, prompt: str, model: str | None = None) -> str:
+        """One sub-call, answered by the parent."""
+        return str(self._call("llm_query", {"prompt": prompt, "model": model}))
+
+    def llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
+        """One request; the parent fans it out concurrently."""
+        return _strings(self._call("llm_query_batched", {"prompts": prompts, "model": model}))
+
+    def rlm_query(self, prompt: str, context: Any = None) -> str:
+        """A child RLM run by the parent; `context` must be JSON-like."""
+        return str(self._call("rlm_query", {"prompt": prompt, "context": context}))
+
+    def rlm_query_batched(
+        self, prompts: list[str], contexts: list[Any] | None = None
+    ) -> list[str]:
+        """Many child RLMs in one request."""
+        return _strings(self._call("rlm_query_batched", {"prompts": prompts, "contexts": contexts}))
+
+    def _call(self, fn: str, args: dict[str, Any]) -> Any:
+        call_id = next(self._ids)
+        slot: list[Any] = [threading.Event(), None]
+        with self._lock:
+            self._waiting[call_id] = slot
+        try:
+            try:
+                self._channel.send({"op": "call", "id": call_id, "fn": fn, "args": args})
+            except (TypeError, ValueError) as exc:
+                return _error_for(fn, args, f"Error: {fn} arguments must be JSON-like ({exc})")
+            slot[0].wait()
+            return slot[1]
+        finally:
+            with self._lock:
+                self._waiting.pop(call_id, None)
+
+    def answer(self, call_id: Any, value: Any) -> None:
+        """Hand the parent's reply to the thread waiting for it."""
+        with self._lock:
+            slot = self._waiting.get(call_id) if isinstance(call_id, int) else None
+        if slot is not None:
+            slot[1] = value
+            slot[0].set()
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _error_for(fn: str, args: dict[str, Any], text: str) -> Any:
+    return [text] * len(args.get("prompts") or [0]) if fn.endswith("_batched") else text
+
+
+class Worker:
+    """The worker's main loop: blocks from the queue, run in the main thread."""
+
+    def __init__(self, channel: Channel, context: Any, init: dict[str, Any]):
+        self.channel = channel
+        self.bridge = ChannelBridge(channel)
+        limit = int(init["output_limit"])
+        self.repl = Repl(context, self.bridge, output_limit=limit, register=True)
+        self.snapshot_path = Path(init["scratch"]) / SNAPSHOT_NAME
+        self.isolation_spec: dict[str, Any] = init.get("isolation") or {}
+        self.inbox: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.running = False
+        self._timeout_text: str | None = None
+        self._blobs: dict[str, tuple[Any, bytes]] = {}
+        self._saved: dict[str, tuple[str, Any]] | None = None
+
+    def read_forever(self) -> None:
+        """Reader thread: route replies to waiting calls, queue the rest; exit with the parent."""
+        while True:
+            try:
+                message = self.channel.recv()
+            except BadMessage:
+                continue
+            except ChannelClosed:
+                os._exit(0)  # the parent is gone: nothing left to serve
+            if message is None:
+                continue
+            if message.get("op") == "reply":
+                self.bridge.answer(message.get("id"), message.get("value"))
+            else:
+                self.inbox.put(message)
+
+    def on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
+        """The parent's timeout: interrupt the running block, ignore it otherwise."""
+        if self.running:
+            self.repl.timeout_message = self._timeout_text
+            raise KeyboardInterrupt
+
+    def serve(self) -> None:
+        """Run blocks until the parent stops the worker."""
+        while True:
+            message = self.inbox.get()
+            op = message.get("op")
+            if op == "exec":
+                self._exec(message)
+                self.snapshot()
+            elif op == "vars":
+                self.channel.send({"op": "vars", "id": message.get("id"),
+                                   "variables": self.repl.variables()})
+            elif op == "stop":
+                return
+
+    def _exec(self, message: dict[str, Any]) -> None:
+        timeout = message.get("timeout")
+        self._timeout_text = (
+            f"TimeoutError: the block ran longer than {timeout:g} s"
+            if isinstance(timeout, int | float) else "TimeoutError: the block was interrupted"
+        )
+        reply: dict[str, Any] = {"op": "done", "id": message.get("id")}
+        try:
+            self.running = True
+            outcome = self.repl.execute(str(message.get("code", "")), all_threads=True)
+            self.running = False
+            reply.update(stdout=outcome.stdout, stderr=outcome.stderr, error=outcome.error,
+                         final=outcome.final, interrupted=outcome.interrupted)
+        except KeyboardInterrupt:  # the interrupt landed outside the block itself
+            reply.update(error=self._timeout_text, interrupted=True)
+        finally:
+            self.running = False
+        self.channel.send(reply)
+        if reply.get("interrupted"):
+            # A timed-out block may have left processes behind (a fork bomb): end them.
+            isolation.kill_strays(self.isolation_spec)
+
+    # --- crash recovery --------------------------------------------------------------
+    def snapshot(self) -> None:
+        """Save what a restarted worker can rebuild: modules, definitions, picklable values."""
+        ns = self.repl.namespace
+        entries: dict[str, tuple[str, Any]] = {}
+        blobs: dict[str, tuple[Any, bytes]] = {}
+        room = SNAPSHOT_MAX_BYTES
+        for name in self.repl.user_names():
+            value = ns[name]
+            if value is self.repl.context:
+                entries[name] = ("context", None)
+            elif isinstance(value, types.ModuleType):
+                entries[name] = ("module", value.__name__)
+            elif _defined_here(value, name) and name in self.repl.definitions:
+                entries[name] = ("source", self.repl.definitions[name])
+            else:
+                cached = self._blobs.get(name)
+                if cached is not None and cached[0] is value and isinstance(value, _IMMUTABLE):
+                    blobs[name] = cached
+                else:
+                    try:
+                        blobs[name] = (value, _pickle_capped(value, room))
+                    except Exception as exc:  # any object may refuse pickling
+                        entries[name] = ("lost", f"{type(exc).__name__}: {exc}"[:200])
+                        continue
+                room -= len(blobs[name][1])
+                entries[name] = ("pickle", blobs[name][1])
+        self._blobs = blobs
+        if entries == self._saved:
+            return  # nothing changed since the last block: skip the disk write
+        self._saved = entries
+        tmp = self.snapshot_path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                pickle.dump(entries, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, self.snapshot_path)
+        except (OSError, MemoryError):
+            # A stale snapshot would restore old values silently; better to restore nothing.
+            for path in (tmp, self.snapshot_path):
+                path.unlink(missing_ok=True)
+
+    def restore(self) -> tuple[list[str], list[str]]:
+        """Rebuild the saved variables; returns (restored, lost) names."""
+        if not self.snapshot_path.exists():
+            return [], []
+        try:
+            with open(self.snapshot_path, "rb") as handle:
+                entries: dict[str, tuple[str, Any]] = pickle.load(handle)
+        except Exception:  # a corrupt snapshot: start clean
+            return [], []
+        ns = self.repl.namespace
+        restored: list[str] = []
+        lost: list[str] = []
+        order = {"context": 0, "module": 1, "source": 2, "pickle": 3, "lost": 4}
+        for name, (kind, data) in sorted(entries.items(), key=lambda e: order.get(e[1][0], 9)):
+            try:
+                if kind == "context":
+                    ns[name] = self.repl.context
+                elif kind == "module":
+                    ns[name] = __import__(data, fromlist=["_"])
+                elif kind == "source":
+                    self.repl.define(data)
+                elif kind == "pickle":
+                    ns[name] = pickle.loads(data)
+                else:
+                    lost.append(name)
+                    continue
+                restored.append(name)
+            except Exception:  # what fails to rebuild is lost
+                lost.append(name)
+        return sorted(restored), sorted(lost)
+
+
+class _TooLarge(Exception):
+    """A value whose pickle would not fit in what is left of the snapshot budget."""
+
+
+class _CappedBuffer(io.BytesIO):
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap = cap
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.cap:
+            raise _TooLarge(f"too large to save for crash recovery (> {self.cap:,} bytes left)")
+        return super().write(data)
+
+
+def _rough_size(value: Any, depth: int = 2) -> int:
+    """A cheap lower estimate of a value's pickled size (samples big containers)."""
+    if isinstance(value, str | bytes | bytearray):
+        return len(value)
+    if depth == 0 or not isinstance(value, list | tuple | dict):
+        return 8
+    items = list(value.values()) if isinstance(value, dict) else value
+    sample = items[:1000]
+    if not sample:
+        return 8
+    seen = sum(_rough_size(item, depth - 1) for item in sample)
+    return seen * len(items) // len(sample)
+
+
+def _pickle_capped(value: Any, cap: int) -> bytes:
+    """Pickle `value`, giving up as soon as it passes `cap` bytes (bounded time and memory)."""
+    if _rough_size(value) > cap:  # e.g. a list holding the whole context: skip the big encode
+        raise _TooLarge(f"too large to save for crash recovery (> {cap:,} bytes left)")
+    buffer = _CappedBuffer(max(cap, 0))
+    pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+def _defined_here(value: Any, name: str) -> bool:
+    return (
+        isinstance(value, types.FunctionType | type)
+        and getattr(value, "__module__", None) == REPL_MODULE
+        and getattr(value, "__name__", None) == name
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Serve one parent over the channel on descriptors argv[0] (read) and argv[1] (write)."""
+    channel = Channel(int(argv[0]), int(argv[1]))
+    # A segfault then leaves the crashing <repl> line in the raw output for the parent.
+    faulthandler.enable(file=2, all_threads=False)
+    try:
+        init = channel.recv()
+    except (ChannelClosed, BadMessage):
+        return 1
+    if not init or init.get("op") != "init":
+        return 1
+    try:
+        context = load_spec(init["context"])
+        worker = Worker(channel, context, init)
+        # Before any thread starts: Landlock confines only the calling thread and later ones.
+        layers = isolation.enter(init.get("isolation") or {})
+    except Exception as exc:  # the parent raises SandboxError (IsolationError at strict)
+        kind = type(exc).__name__
+        channel.send({"op": "failed", "kind": kind, "error": f"{kind}: {exc}"})
+        return 1
+    signal.signal(signal.SIGINT, worker.on_sigint)
+    restored, lost = worker.restore() if init.get("restore") else ([], [])
+    threading.Thread(target=worker.read_forever, name="fathom-channel", daemon=True).start()
+    channel.send(
+        {"op": "ready", "pid": os.getpid(), "restored": restored, "lost": lost, "layers": layers}
+    )
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
