@@ -125,10 +125,15 @@ class RLM:
         return result
 
     def _router(self) -> ModelRouter:
-        from fathom.lm import default_model, resolve
+        from fathom.lm import resolve
 
         wrap = self._cache_wrapper()
-        root = wrap(resolve(self.model if self.model is not None else default_model()))
+        model = self.model
+        if model is None:
+            from fathom.lm import default_model
+
+            model = default_model()
+        root = wrap(resolve(model))
         sub = root if self.sub_model is None else wrap(resolve(self.sub_model))
         return ModelRouter(root, sub, self.allowed_models, wrap)
 
