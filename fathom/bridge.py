@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fathom.errors import BudgetExceeded, ConfigError, FathomError
-from fathom.lm.base import LM
+from fathom.lm.base import LM, Message
 from fathom.sandbox.base import BUDGET_STOP
 from fathom.trace import LMCall, LMCallStart
 
@@ -140,7 +140,8 @@ class SubCalls:
                         call_id=call_id, batch_id=batch_id,
                     )
                 )
-                completion = await lm.acomplete([{"role": "user", "content": prompt}])
+                messages: list[Message] = [{"role": "user", "content": prompt}]
+                completion = await self.tree.within_budget(lm.acomplete(messages))
         except BudgetExceeded as exc:
             return self._failed(call_id, batch_id, name, prompt, f"{BUDGET_STOP}: {exc}")
         except (FathomError, Exception) as exc:  # a failing sub-call must not kill the run

@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fathom import prompts, protocol
 from fathom.bridge import ModelRouter, SubCalls
 from fathom.budget import Spend
 from fathom.context import Context
-from fathom.errors import BudgetExceeded, FathomError
+from fathom.errors import BudgetExceeded, FathomError, LMError
 from fathom.lm.base import Completion, Message
 from fathom.result import Result, StopReason
 from fathom.sandbox import SandboxFactory, SandboxOptions, create
@@ -37,6 +37,8 @@ from fathom.trace import (
     SubRLMEnd,
     SubRLMStart,
 )
+
+T = TypeVar("T")
 
 # Roughly how many characters a token holds, for judging how full a prompt is.
 CHARS_PER_TOKEN = 4
@@ -93,6 +95,16 @@ class RunTree:
         # Sandbox calls block; each running (child) run needs a thread of its own, so the
         # pool is sized for deep, wide trees rather than for the CPU count.
         self.threads = ThreadPoolExecutor(max_workers=256, thread_name_prefix="fathom-run")
+
+    async def within_budget(self, call: Awaitable[T]) -> T:
+        """Await a model call, cut off with BudgetExceeded when the time budget runs out."""
+        remaining = self.spend.remaining_seconds()
+        if remaining is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, timeout=remaining)
+        except TimeoutError:
+            raise BudgetExceeded(self.spend.describe_limit("seconds")) from None
 
     async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking sandbox call off the event loop."""
@@ -243,14 +255,16 @@ class Engine:
             prompt=messages[-1]["content"], call_id=call_id,
         )
         try:
-            completion: Completion = await lm.acomplete(messages)
-        except FathomError as exc:
+            completion: Completion = await tree.within_budget(lm.acomplete(messages))
+        except Exception as exc:
             self._event(
                 LMCall, role="root", model=lm.name, iteration=self.iteration,
                 prompt=messages[-1]["content"], error=f"{type(exc).__name__}: {exc}",
                 call_id=call_id,
             )
-            raise
+            if isinstance(exc, FathomError):
+                raise
+            raise LMError(f"The root model {lm.name} failed: {type(exc).__name__}: {exc}") from exc
         tree.spend.record(completion.model or lm.name, completion.usage)
         self._event(
             LMCall, role="root", model=completion.model or lm.name, iteration=self.iteration,

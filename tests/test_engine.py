@@ -280,3 +280,17 @@ def test_root_model_failure_ends_with_error() -> None:
     result = fathom.RLM(ScriptedLM([LMError("key rejected")]), sandbox="inprocess").run("q", "c")
     assert result.stop_reason == "error"
     assert result.error and "key rejected" in result.error
+
+
+def test_time_budget_cuts_off_a_slow_model() -> None:
+    root = ScriptedLM([repl("x = 1"), repl("FINAL(1)")], latency=5.0)
+    rlm = fathom.RLM(root, sandbox="inprocess", budget=fathom.Budget(seconds=0.3))
+    result = rlm.run("q", "c")
+    assert result.stop_reason == "budget" and result.budget_limit == "seconds"
+    assert result.seconds < 2
+
+
+def test_unexpected_model_exception_ends_the_run_with_an_error() -> None:
+    result = fathom.RLM(ScriptedLM([ValueError("bad json")]), sandbox="inprocess").run("q", "c")
+    assert result.stop_reason == "error"
+    assert result.error and "ValueError: bad json" in result.error
