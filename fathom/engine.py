@@ -319,12 +319,16 @@ class Engine:
             SubRLMStart, child_run_id=child.run_id, prompt=prompt, iteration=self.iteration,
             batch_id=batch_id,
         )
+        child_context: Context | None = None
         try:
             child_context = Context.from_value(prompt if context is None else context)
             result = await child.run(prompt, child_context)
         except Exception as exc:
             self._event(SubRLMEnd, child_run_id=child.run_id, stop_reason="error", error=str(exc))
             raise
+        finally:
+            if child_context is not None:
+                child_context.close()
         self._event(
             SubRLMEnd, child_run_id=child.run_id, answer=result.answer,
             stop_reason=result.stop_reason, error=result.error,

@@ -341,3 +341,13 @@ def test_benchmark_measure_runs_and_agrees(tmp_path: Path) -> None:
     row = bench.measure(2 << 20, unicode=True)
     assert row["chars"] > 0 and row["peak_rss_mb"] > 0 and row["start_seconds"] < 5
     assert "| 2 MB |" in bench.table([row])
+
+
+def test_stdin_among_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from a pipe")))
+    ctx = Context.from_paths(["-", str(write(tmp_path / "a.txt", "file"))])
+    value = ctx.load()
+    assert isinstance(value, dict) and value["<stdin>"] == "from a pipe"
+    spooled = Path(ctx.worker_spec(tmp_path)["files"]["<stdin>"])
+    ctx.close()
+    assert not spooled.exists()
