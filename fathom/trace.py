@@ -207,6 +207,11 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     if cls is None:
         raise TraceError(f"Unknown trace event type {data.get('type')!r}.")
     names = {f.name for f in dataclasses.fields(cls)}
+    missing = [k for k in ("run_id", "depth", "t") if k not in data]
+    if missing:
+        raise TraceError(
+            f"Trace event {data.get('type')!r} lacks {', '.join(missing)}; is this a fathom trace?"
+        )
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
@@ -234,7 +239,11 @@ def iter_events(path: str | Path, *, partial: bool = True) -> Iterator[Event]:
             ) from exc
         if not isinstance(data, dict):
             raise TraceError(f"{path}:{number} is not a JSON object; is this a fathom trace?")
-        yield event_from_dict(data)
+        try:
+            event = event_from_dict(data)
+        except TraceError as exc:
+            raise TraceError(f"{path}:{number}: {exc}") from None
+        yield event
 
 
 def read(path: str | Path) -> list[Event]:

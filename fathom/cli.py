@@ -1,0 +1,315 @@
+"""The `fathom` command: a thin layer that parses options and calls the library.
+
+Answers and requested output go to stdout; progress, summaries and errors go to
+stderr, so `fathom ask ... > answer.txt` and pipes work. Exit codes: 0 answered,
+1 the run failed, 2 bad usage or unreadable input, 3 stopped by a budget.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+import fathom
+from fathom.errors import (
+    AuthenticationError,
+    ConfigError,
+    ContextError,
+    FathomError,
+    ProviderUnavailable,
+    TraceError,
+)
+from fathom.sandbox import IsolationLevel, sandbox_names
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+
+ASK_HELP = """Answer QUESTION about the files, directories or globs in PATH... .
+
+PATH may be a file (its text becomes `context`), a directory or several paths
+(a dict of relative path -> text; binary files are skipped and listed), a glob
+in quotes, or - to read standard input. The answer goes to stdout; progress goes
+to stderr.
+
+\b
+Examples:
+  fathom ask novel.txt -q "Which city did Marta move to?"
+  fathom ask src/ -q "Where is the retry policy?" --model anthropic:claude-sonnet-4-5
+  fathom ask 'logs/*.log' -q "When did the first 500 error happen?" --max-usd 0.50
+  cat report.md | fathom ask - -q "Summarise the risks" --quiet > risks.txt
+  fathom ask data.json -q "How many users?" --json | jq .answer
+  fathom ask big.txt -q "..." --trace run.jsonl && fathom view run.jsonl --open
+
+\b
+Models: openai:MODEL (honours OPENAI_BASE_URL, so vLLM, Ollama, llama.cpp and
+LM Studio work), anthropic:MODEL, local, local:/path/model.gguf. Default:
+$FATHOM_MODEL, else openai:gpt-5-mini if OPENAI_API_KEY is set, else local.
+
+\b
+Exit codes: 0 answered, 1 run failed, 2 bad usage or unreadable input,
+3 stopped by a budget (--max-usd, --max-seconds, --max-tokens).
+"""
+
+
+def _version() -> str:
+    return getattr(fathom, "__version__", "unknown")
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"fathom: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _exit_code_for(error: FathomError) -> int:
+    """Errors the user fixes by changing the command or the input are usage errors (2)."""
+    usage = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError)
+    return EXIT_USAGE if isinstance(error, usage) else EXIT_FAILED
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(_version(), "-V", "--version", prog_name="fathom",
+                      message="%(prog)s %(version)s")
+def main() -> None:
+    """fathom: Recursive Language Models for inputs far larger than any context window.
+
+    A root model answers your question by writing Python that runs in a sandboxed
+    REPL holding the input as `context`, calling models on the parts that matter.
+
+    \b
+    fathom ask book.txt -q "Who is the narrator's sister?"
+    fathom view run.jsonl --open      # look at what a run did
+    fathom demo                       # a run on the embedded model, no key needed
+    fathom doctor                     # what this machine supports
+    """
+
+
+@main.command(help=ASK_HELP, no_args_is_help=True)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("-q", "--question", "--query", "question", required=True,
+              help="The question to answer about the input.")
+@click.option("-m", "--model", default=None, metavar="SPEC",
+              help="Root model spec, e.g. openai:gpt-5-mini (default: $FATHOM_MODEL or auto).")
+@click.option("--sub-model", default=None, metavar="SPEC",
+              help="Model for llm_query sub-calls (default: the root model).")
+@click.option("--sandbox", type=click.Choice(sandbox_names()), default="subprocess",
+              show_default=True, help="Where the REPL code runs; inprocess has no isolation.")
+@click.option("--isolation", type=click.Choice(["strict", "standard", "off"]), default="standard",
+              show_default=True,
+              help="Subprocess sandbox protection; strict fails if a layer is missing "
+                   "(see `fathom doctor`).")
+@click.option("--max-iterations", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Root iterations before the model must answer.")
+@click.option("--max-depth", type=click.IntRange(min=0), default=1, show_default=True,
+              help="How deep rlm_query may recurse (0: no child RLMs).")
+@click.option("--max-usd", type=click.FloatRange(min=0), default=None,
+              help="Stop when this many dollars are spent (root, sub-calls and children).")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds.")
+@click.option("--max-tokens", type=click.IntRange(min=0), default=None,
+              help="Stop after this many tokens in total.")
+@click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the run's events to this JSONL file (see `fathom view`).")
+@click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite file caching model replies; reruns of the same calls are free.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the whole Result as JSON on stdout instead of the answer.")
+@click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+def ask(
+    paths: tuple[str, ...], question: str, model: str | None, sub_model: str | None,
+    sandbox: str, isolation: IsolationLevel, max_iterations: int, max_depth: int,
+    max_usd: float | None, max_seconds: float | None, max_tokens: int | None,
+    trace: Path | None, cache: Path | None, as_json: bool, quiet: bool,
+) -> None:
+    from fathom.progress import Progress
+
+    if not question.strip():
+        _fail("the question is empty: pass it with -q \"...\"", EXIT_USAGE)
+    try:
+        context = fathom.Context.from_paths(list(paths))
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    budget = None
+    if max_usd is not None or max_seconds is not None or max_tokens is not None:
+        budget = fathom.Budget(usd=max_usd, seconds=max_seconds, tokens=max_tokens)
+    progress = Progress("quiet" if quiet else "auto")
+    try:
+        rlm = fathom.RLM(
+            model=model, sub_model=sub_model, sandbox=sandbox, sandbox_isolation=isolation,
+            max_iterations=max_iterations,
+            max_depth=max_depth, budget=budget, trace=trace, cache=cache,
+            on_event=None if quiet else progress,
+        )
+        with progress.running():
+            result = rlm.run(question, context)
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    finally:
+        _close(context)
+    progress.summary(result)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    elif result.answer:
+        click.echo(result.answer)
+    if result.stop_reason == "budget":
+        limit = f" ({result.budget_limit})" if result.budget_limit else ""
+        if not quiet:
+            click.echo(f"fathom: stopped by the budget{limit}; the answer above is the best "
+                       "available so far", err=True)
+        sys.exit(EXIT_BUDGET)
+    if result.stop_reason == "error" or not result.answer:
+        if not as_json:
+            _fail(result.error or f"the run ended ({result.stop_reason}) without an answer",
+                  EXIT_FAILED)
+        sys.exit(EXIT_FAILED)
+    if result.stop_reason == "max_iterations" and not quiet:
+        click.echo(f"fathom: no FINAL after {result.iterations} iterations; the answer is the "
+                   "model's best guess (raise --max-iterations?)", err=True)
+    sys.exit(EXIT_OK)
+
+
+def _close(context: Any) -> None:
+    close = getattr(context, "close", None)
+    if callable(close):
+        close()
+
+
+@main.command()
+@click.option("-m", "--model", default=None, metavar="SPEC",
+              help="Model to run the demo on (default: the embedded local model).")
+def demo(model: str | None) -> None:
+    """Find a passphrase hidden in a generated 1.2M-character document, and report.
+
+    \b
+    fathom demo                        # embedded model: offline, no key
+    fathom demo --model openai:gpt-5-mini
+    """
+    from fathom.demo import run_demo
+    from fathom.progress import Progress
+
+    progress = Progress("auto")
+    options: dict[str, Any] = {}
+    if "on_event" in inspect.signature(run_demo).parameters:
+        options["on_event"] = progress
+    try:
+        with progress.running():
+            result = run_demo(model=model, **options)  # prints its own report on stdout
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    # A wrong answer is still a finished demo (the embedded model is a smoke test).
+    sys.exit(EXIT_FAILED if result.stop_reason == "error" else EXIT_OK)
+
+
+@main.command(no_args_is_help=True)
+@click.argument("trace", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the page (default: TRACE with .html).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+def view(trace: Path, output: Path | None, open_browser: bool) -> None:
+    """Draw TRACE (a JSONL trace) as one self-contained HTML page.
+
+    The page works offline from file://, shows the run as a tree (iterations,
+    code, output, sub-calls, child RLMs) with a timeline of tokens, dollars and
+    seconds. A trace still being written shows what it holds so far.
+
+    \b
+    fathom view run.jsonl --open
+    fathom view run.jsonl -o report.html
+    """
+    from fathom.viewer import write
+
+    try:
+        target = write(trace, output, open_browser=open_browser)
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    except OSError as exc:
+        _fail(f"cannot write {output or trace.with_suffix('.html')}: {exc.strerror}", EXIT_USAGE)
+    click.echo(str(target))
+
+
+@main.command(no_args_is_help=True)
+@click.argument("trace", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sandbox", type=click.Choice(sandbox_names()), default="subprocess",
+              show_default=True, help="Where the recorded code runs again.")
+@click.option("-c", "--context", "context_paths", multiple=True, metavar="PATH",
+              help="The run's input, when the trace's source file is not readable here "
+                   "(repeatable; same forms as `fathom ask`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def replay(trace: Path, sandbox: str, context_paths: tuple[str, ...], as_json: bool) -> None:
+    """Re-run TRACE with the model replies it recorded and check the answer matches.
+
+    Root replies are played back in order and sub-call replies by prompt; the
+    code runs again for real. Exit 0 when the answer matches, 1 when it differs.
+
+    \b
+    fathom replay run.jsonl
+    fathom replay run.jsonl --context novel.txt --sandbox inprocess
+    """
+    from fathom.replay import replay as run_replay
+
+    try:
+        context = fathom.Context.from_paths(list(context_paths)) if context_paths else None
+        report = run_replay(trace, context=context, sandbox=sandbox)
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(report.summary())
+    sys.exit(EXIT_OK if report.matches else EXIT_FAILED)
+
+
+@main.command()
+@click.option("--isolation", type=click.Choice(["strict", "standard", "off"]), default="standard",
+              show_default=True, help="The isolation level to probe.")
+def doctor(isolation: str) -> None:
+    """Show what this machine offers fathom: Python, models, sandbox protection layers.
+
+    The layers come from starting a real probe worker at the chosen isolation level.
+    """
+    from fathom.lm import default_model, providers
+
+    rows: list[tuple[str, str]] = [
+        ("fathom", _version()),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", platform.platform()),
+        ("providers", ", ".join(providers())),
+    ]
+    try:
+        rows.append(("default model", default_model()))
+    except FathomError as exc:
+        rows.append(("default model", f"none: {exc}"))
+    for var in ("FATHOM_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
+        value = os.environ.get(var)
+        shown = "not set" if not value else (value if var in ("FATHOM_MODEL", "OPENAI_BASE_URL")
+                                             else "set")
+        rows.append((var, shown))
+    from fathom.sandbox import isolation as isolation_module
+
+    # report() probes the host (namespaces, seccomp, rlimits); it names each layer's status.
+    report = getattr(isolation_module, "report", None)
+    try:
+        layers: dict[str, str] = dict(report(isolation)) if callable(report) else {
+            "isolation": "unknown: this install's fathom.sandbox.isolation has no report()"}
+    except FathomError as exc:
+        layers = {"isolation": f"unknown: {exc}"}
+    width = max(len(name) for name, _ in rows + [(k, "") for k in layers])
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+    click.echo("")
+    click.echo(f"sandbox protection layers (subprocess sandbox, isolation={isolation}):")
+    for layer, status in layers.items():
+        click.echo(f"  {layer:<{width}}  {status}")
+    if not layers:
+        click.echo("  (none: code runs in a plain worker process)")
+
+
+if __name__ == "__main__":
+    main()

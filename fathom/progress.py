@@ -1,0 +1,317 @@
+"""Live progress of a run on stderr, driven only by trace events (an `on_event` sink).
+
+On a terminal it draws a rich panel (iteration and depth, the code being run,
+sub-calls in flight / done / failed, tokens, dollars, elapsed time) and a summary
+table at the end; elsewhere (a pipe, a CI log) it writes plain lines with no
+escape codes. Events arrive from sub-call threads, so every update takes a lock.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from fathom.protocol import code_blocks
+from fathom.trace import (
+    Event,
+    ExecEvent,
+    FinalEvent,
+    IterationEvent,
+    LMCall,
+    LMCallStart,
+    RunEnd,
+    RunStart,
+    SubRLMEnd,
+    SubRLMStart,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+
+    from fathom.result import Result
+
+Mode = Literal["auto", "live", "plain", "quiet"]
+CODE_LINES = 8  # lines of the running code shown live
+
+
+def _tokens(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+
+
+def _usd(x: float) -> str:
+    return f"${x:.4f}" if x < 1 else f"${x:.2f}"
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shorten_code(code: str, lines: int = CODE_LINES, width: int = 100) -> str:
+    """The first `lines` lines of `code`, each cut to `width`, saying how many were left out."""
+    rows = code.strip("\n").splitlines() or [""]
+    shown = [r if len(r) <= width else r[: width - 1] + "…" for r in rows[:lines]]
+    if len(rows) > lines:
+        shown.append(f"# … {len(rows) - lines} more lines")
+    return "\n".join(shown)
+
+
+@dataclass
+class ProgressState:
+    """Everything the display shows, updated from events."""
+
+    started: float = field(default_factory=time.monotonic)
+    model: str = ""
+    max_iterations: int | None = None
+    iteration: int = 0
+    depth: int = 0
+    max_depth_seen: int = 0
+    code: str = ""
+    code_depth: int = 0
+    root_calls: int = 0
+    sub_done: int = 0
+    sub_failed: int = 0
+    sub_started: set[str] = field(default_factory=set)
+    children_running: int = 0
+    children_done: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    last_error: str = ""
+    pending: dict[str, list[str]] = field(default_factory=dict)  # run_id -> blocks not yet run
+    waiting_depth: int | None = None  # a root call is in flight at this depth
+    finished: bool = False
+
+    @property
+    def sub_in_flight(self) -> int:
+        """Sub-calls started (lm_call_start) and not yet finished."""
+        return len(self.sub_started)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the display started."""
+        return time.monotonic() - self.started
+
+
+class Progress:
+    """An `on_event` sink that shows a run's progress on stderr; use as a context manager."""
+
+    def __init__(self, mode: Mode = "auto", stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if mode == "auto":
+            mode = "live" if self.stream.isatty() else "plain"
+        self.mode = mode
+        self.state = ProgressState()
+        self._lock = threading.Lock()
+        self._console: Console | None = None
+        self._live: Live | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Begin drawing (live mode starts rich's refresh thread)."""
+        if self.mode != "live" or self._live is not None:
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console(file=self.stream, force_terminal=True, highlight=False)
+        self._live = Live(
+            _Renderable(self), console=self._console, refresh_per_second=8, transient=True,
+            redirect_stdout=False, redirect_stderr=False,
+        )
+        self._live.start()
+
+    def stop(self) -> None:
+        """Stop drawing; the live panel is cleared from the terminal."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    @contextmanager
+    def running(self) -> Iterator[Progress]:
+        """`with progress.running():` draws for the duration of the block."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    # --- the sink ----------------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        """Record one event (thread-safe); plain mode prints a line for the notable ones."""
+        if self.mode == "quiet":
+            return
+        with self._lock:
+            line = self._apply(event)
+            if line is not None and self.mode == "plain":
+                self.stream.write(f"[fathom {self.state.elapsed:6.1f}s] {line}\n")
+                self.stream.flush()
+
+    def _apply(self, e: Event) -> str | None:
+        s = self.state
+        s.depth = e.depth
+        s.max_depth_seen = max(s.max_depth_seen, e.depth)
+        pad = "  " * e.depth
+        if isinstance(e, RunStart):
+            if e.depth == 0:
+                s.model = e.model
+                s.max_iterations = e.config.get("max_iterations")
+                kind = e.context.get("kind", "?")
+                chars = e.context.get("total_chars", 0)
+                return f"run started: model {e.model}, context {kind} of {chars:,} chars"
+            return f"{pad}child RLM started (depth {e.depth}): {_short(e.query, 80)}"
+        if isinstance(e, IterationEvent):
+            if e.depth == 0:
+                s.iteration = e.iteration
+            return f"{pad}iteration {e.iteration}" + (" (history compacted)" if e.compacted else "")
+        if isinstance(e, LMCall):
+            s.prompt_tokens += e.prompt_tokens
+            s.completion_tokens += e.completion_tokens
+            s.usd += e.usd
+            if e.role == "root":
+                s.root_calls += 1
+                s.waiting_depth = None
+                blocks = code_blocks(e.response)
+                s.pending[e.run_id] = list(blocks)
+                if blocks:
+                    s.code, s.code_depth = blocks[0], e.depth
+                if e.error:
+                    s.last_error = e.error
+                    return f"{pad}model call failed: {_short(e.error, 120)}"
+                return (f"{pad}model replied ({e.completion_tokens} tok, {e.seconds:.1f}s)"
+                        + (f", running {len(blocks)} code block(s)" if blocks else ""))
+            s.sub_started.discard(e.call_id)
+            s.sub_done += 1
+            if e.error:
+                s.sub_failed += 1
+                s.last_error = e.error
+            return None  # thousands of sub-calls: summarised at the exec that made them
+        if isinstance(e, LMCallStart):
+            if e.role == "sub":
+                s.sub_started.add(e.call_id)
+            else:
+                s.waiting_depth = e.depth
+            return None
+        if isinstance(e, ExecEvent):
+            queue = s.pending.get(e.run_id)
+            if queue:
+                queue.pop(0)
+                if queue:  # the reply's next block runs now
+                    s.code, s.code_depth = queue[0], e.depth
+            status = "error" if e.error else "ok"
+            if e.error:
+                s.last_error = e.error.strip().splitlines()[-1] if e.error.strip() else e.error
+            extra = f" ({_short(s.last_error, 100)})" if e.error else ""
+            return (f"{pad}code ran in {e.seconds:.2f}s: {status}{extra}; sub-calls so far "
+                    f"{s.sub_done} done, {s.sub_failed} failed")
+        if isinstance(e, SubRLMStart):
+            s.children_running += 1
+            return None  # the child's own run_start says it
+        if isinstance(e, SubRLMEnd):
+            s.children_running = max(0, s.children_running - 1)
+            s.children_done += 1
+            return None
+        if isinstance(e, FinalEvent):
+            return f"{pad}final answer ({e.source})" if e.depth == 0 else None
+        if isinstance(e, RunEnd):
+            if e.depth == 0:
+                s.finished = True
+                return (f"run ended: {e.stop_reason} after {e.iterations} iteration(s), "
+                        f"{_tokens(s.prompt_tokens + s.completion_tokens)} tok, {_usd(s.usd)}")
+            return f"{pad}child RLM ended: {e.stop_reason}, {_short(e.answer, 80)}"
+        return None
+
+    # --- drawing --------------------------------------------------------------------
+    def render(self) -> RenderableType:
+        """The live panel for the current state."""
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.syntax import Syntax
+        from rich.table import Table
+
+        with self._lock:
+            s = self.state
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold")
+            grid.add_column()
+            limit = f" / {s.max_iterations}" if s.max_iterations else ""
+            depth = f"depth {s.depth} (max {s.max_depth_seen})"
+            grid.add_row("iteration", f"{s.iteration}{limit}   {depth}")
+            if s.waiting_depth is not None:
+                grid.add_row("model", f"[yellow]thinking[/yellow] (depth {s.waiting_depth})")
+            flight = f"{s.sub_in_flight} in flight, " if s.sub_in_flight else ""
+            failed = f"[red]{s.sub_failed} failed[/red]" if s.sub_failed else "0 failed"
+            grid.add_row("sub-calls", f"{flight}{s.sub_done} done, {failed}")
+            if s.children_running or s.children_done:
+                grid.add_row("child RLMs", f"{s.children_running} running, {s.children_done} done")
+            tokens = f"{_tokens(s.prompt_tokens)} in, {_tokens(s.completion_tokens)} out"
+            grid.add_row("tokens", tokens)
+            grid.add_row("cost", _usd(s.usd))
+            grid.add_row("elapsed", f"{s.elapsed:.1f}s")
+            if s.last_error:
+                grid.add_row("last error", f"[red]{_short(s.last_error, 90)}[/red]")
+            parts: list[Any] = [grid]
+            if s.code:
+                title = "code" + (f" (depth {s.code_depth})" if s.code_depth else "")
+                parts.append(Panel(
+                    Syntax(shorten_code(s.code), "python", theme="ansi_dark", word_wrap=False),
+                    title=title, title_align="left", border_style="dim",
+                ))
+        return Panel(Group(*parts), title=f"fathom · {s.model or 'starting'}", title_align="left",
+                     border_style="blue")
+
+    def summary(self, result: Result) -> None:
+        """Write the end-of-run table (per model usage, totals, stop reason) to stderr."""
+        if self.mode == "quiet":
+            return
+        rows = [
+            (model, u.calls, u.prompt_tokens, u.completion_tokens, u.usd)
+            for model, u in sorted(result.usage.items())
+        ]
+        total = result.total_usage
+        head = (f"{result.stop_reason} after {result.iterations} iteration(s) in "
+                f"{result.seconds:.1f}s")
+        if self.mode == "plain":
+            self.stream.write(f"[fathom] {head}\n")
+            for model, calls, pt, ct, usd in rows:
+                self.stream.write(f"[fathom]   {model}: {calls} calls, {pt} in / {ct} out tok, "
+                                  f"{_usd(usd)}\n")
+            self.stream.write(f"[fathom]   total: {total.calls} calls, {total.prompt_tokens} in / "
+                              f"{total.completion_tokens} out tok, {_usd(total.usd)}\n")
+            if result.trace_path:
+                self.stream.write(f"[fathom] trace: {result.trace_path} "
+                                  f"(fathom view {result.trace_path})\n")
+            self.stream.flush()
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        console = self._console or Console(file=self.stream, force_terminal=True)
+        table = Table(title=head, title_justify="left", show_footer=True)
+        table.add_column("model", footer="total")
+        table.add_column("calls", justify="right", footer=str(total.calls))
+        table.add_column("tokens in", justify="right", footer=f"{total.prompt_tokens:,}")
+        table.add_column("tokens out", justify="right", footer=f"{total.completion_tokens:,}")
+        table.add_column("cost", justify="right", footer=_usd(total.usd))
+        for model, calls, pt, ct, usd in rows:
+            table.add_row(model, str(calls), f"{pt:,}", f"{ct:,}", _usd(usd))
+        console.print(table)
+        if result.trace_path:
+            console.print(f"trace: {result.trace_path}  (open it with [bold]fathom view "
+                          f"{result.trace_path} --open[/bold])", highlight=False)
+
+
+class _Renderable:
+    """Lets rich's refresh thread ask the Progress for a fresh panel each frame."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def __rich__(self) -> RenderableType:
+        return self.progress.render()

@@ -1,0 +1,269 @@
+"""Replaying a recorded run: the same code runs again, with model replies taken from its trace.
+
+Every model call of the replay is answered by one ScriptedLM responder built from
+the trace. Root calls (a system prompt plus turns) are matched to their run by the
+query in the first user turn and answered with that run's recorded replies in
+order; sub-calls (a single user message) are answered by prompt. The code runs for
+real in a sandbox, so the replay checks that a trajectory still leads to its answer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fathom.budget import Budget
+from fathom.errors import LMError, TraceError
+from fathom.lm.base import Message
+from fathom.lm.scripted import ScriptedLM
+from fathom.sandbox.base import BUDGET_STOP
+from fathom.trace import LMCall, RunEnd, RunStart
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay found: the recorded and replayed answers and whether they match."""
+
+    trace_path: str
+    matches: bool
+    original_answer: str
+    replayed_answer: str
+    original_stop_reason: str
+    replayed_stop_reason: str
+    root_replies: int
+    sub_replies: int
+    unused_root_replies: int
+    unmatched_prompts: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (`fathom replay --json`)."""
+        return {
+            "trace_path": self.trace_path, "matches": self.matches,
+            "original_answer": self.original_answer, "replayed_answer": self.replayed_answer,
+            "original_stop_reason": self.original_stop_reason,
+            "replayed_stop_reason": self.replayed_stop_reason,
+            "root_replies": self.root_replies, "sub_replies": self.sub_replies,
+            "unused_root_replies": self.unused_root_replies,
+            "unmatched_prompts": self.unmatched_prompts, "error": self.error,
+        }
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        verdict = "MATCH" if self.matches else "MISMATCH"
+        lines = [
+            f"{verdict}: replay of {self.trace_path}",
+            f"  recorded answer: {self.original_answer!r} ({self.original_stop_reason})",
+            f"  replayed answer: {self.replayed_answer!r} ({self.replayed_stop_reason})",
+            f"  model replies used: {self.root_replies - self.unused_root_replies}/"
+            f"{self.root_replies} root, {self.sub_replies} sub-call replies recorded",
+        ]
+        if self.unmatched_prompts:
+            lines.append(f"  sub-call prompts with no recorded reply: {len(self.unmatched_prompts)}"
+                         f" (first: {self.unmatched_prompts[0][:80]!r})")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _RecordedRun:
+    query: str
+    replies: list[str | BaseException]
+    cursor: int = 0
+
+
+class TraceScript:
+    """A ScriptedLM responder answering root calls and sub-calls from a trace's events."""
+
+    def __init__(self, runs: list[_RecordedRun], sub_replies: dict[str, list[str | BaseException]]):
+        self.runs = runs
+        self._sub = {p: deque(r) for p, r in sub_replies.items()}
+        self._last_sub: dict[str, str | BaseException] = {}
+        self._lock = threading.Lock()
+        self.unmatched: list[str] = []
+
+    def __call__(self, messages: list[Message]) -> str:
+        with self._lock:
+            if _is_sub_call(messages):
+                reply = self._sub_reply(messages)
+            else:
+                reply = self._root_reply(messages)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def _sub_reply(self, messages: list[Message]) -> str | BaseException:
+        prompt = messages[-1].get("content", "")
+        queue = self._sub.get(prompt)
+        if queue:
+            # Identical prompts get their replies in recorded order, the last one repeated.
+            self._last_sub[prompt] = queue.popleft()
+            return self._last_sub[prompt]
+        if prompt in self._last_sub:
+            return self._last_sub[prompt]
+        self.unmatched.append(prompt)
+        return LMError("replay: the trace has no reply recorded for this sub-call prompt")
+
+    def _root_reply(self, messages: list[Message]) -> str | BaseException:
+        first = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
+        previous = next(
+            (m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), None
+        )
+        # The run is the one whose query the first turn states (the longest, if several match).
+        candidates = sorted(
+            (r for r in self.runs if f"Query: {r.query}" in first), key=lambda r: -len(r.query)
+        )
+        longest = len(candidates[0].query) if candidates else 0
+        candidates = [r for r in candidates if len(r.query) == longest] or self.runs[:1]
+        # Several runs can share a query (rlm_query_batched with equal prompts): follow the one
+        # whose last reply is the conversation's last assistant message.
+        for run in candidates:
+            if run.cursor >= len(run.replies):
+                continue
+            fresh = previous is None and run.cursor == 0
+            follows = (previous is not None and run.cursor > 0
+                       and run.replies[run.cursor - 1] == previous)
+            if fresh or follows:
+                run.cursor += 1
+                return run.replies[run.cursor - 1]
+        for run in candidates:
+            if run.cursor < len(run.replies):
+                run.cursor += 1
+                return run.replies[run.cursor - 1]
+        return LMError("replay: the trace has no more root replies for this run")
+
+    @property
+    def unused_root_replies(self) -> int:
+        """Recorded root replies the replay never asked for."""
+        return sum(len(r.replies) - r.cursor for r in self.runs)
+
+
+def _is_sub_call(messages: list[Message]) -> bool:
+    """Sub-calls send one user message; root calls send a system prompt and turns."""
+    return len(messages) == 1 and messages[0].get("role") == "user"
+
+
+def _reply_of(call: LMCall) -> str | BaseException:
+    if call.error is None:
+        return call.response
+    text = call.error.removeprefix("Error: ")
+    return LMError(f"replayed failure: {text}")
+
+
+@dataclass
+class Recording:
+    """What a trace holds for a replay."""
+
+    root: RunStart
+    end: RunEnd | None
+    script: TraceScript
+    sub_models: set[str]
+    calls: int
+    root_reply_count: int
+    sub_reply_count: int
+
+
+def load_recording(trace_path: str | Path) -> Recording:
+    """Read a trace into the script that replays it."""
+    from fathom.viewer import read_trace
+
+    events = read_trace(Path(trace_path))
+    starts = [e for e in events if isinstance(e, RunStart)]
+    if not starts:
+        raise TraceError(f"{trace_path} has no run_start event: it is empty or not a fathom trace.")
+    root = next((s for s in starts if s.parent_run_id is None), starts[0])
+    end = next((e for e in events if isinstance(e, RunEnd) and e.run_id == root.run_id), None)
+    runs = {s.run_id: _RecordedRun(query=s.query, replies=[]) for s in starts}
+    subs: dict[str, list[str | BaseException]] = defaultdict(list)
+    sub_models: set[str] = set()
+    calls = 0
+    for e in events:
+        if not isinstance(e, LMCall):
+            continue
+        if e.error and e.error.startswith(BUDGET_STOP):
+            continue  # refused by the budget: never reached a model
+        calls += 1
+        if e.role == "root" and e.run_id in runs:
+            runs[e.run_id].replies.append(_reply_of(e))
+        elif e.role == "sub":
+            subs[e.prompt].append(_reply_of(e))
+            sub_models.add(e.model)
+    script = TraceScript(list(runs.values()), dict(subs))
+    return Recording(
+        root=root, end=end, script=script, sub_models=sub_models, calls=calls,
+        root_reply_count=sum(len(r.replies) for r in runs.values()),
+        sub_reply_count=sum(len(v) for v in subs.values()),
+    )
+
+
+def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subprocess",
+           trace: str | Path | None = None) -> ReplayReport:
+    """Re-run the trajectory recorded in `trace_path` and compare the answers.
+
+    `context` is the run's input; by default it is found from the trace (the source
+    file it names, or the whole value when its preview holds all of it).
+    """
+    from fathom.rlm import RLM
+
+    rec = load_recording(trace_path)
+    config = rec.root.config
+    root_lm = ScriptedLM(rec.script, name=rec.root.model or "replay:root")
+    sub_name = rec.root.sub_model or root_lm.name
+    sub_lm = root_lm if sub_name == root_lm.name else ScriptedLM(rec.script, name=sub_name)
+    # llm_query(model=...) names seen in the trace must resolve to the script too.
+    others: list[Any] = [ScriptedLM(rec.script, name=m) for m in rec.sub_models
+                         if m not in (root_lm.name, sub_lm.name)]
+    original_reason = rec.end.stop_reason if rec.end else "unfinished"
+    # A run the budget stopped stops at the same call again: cap calls at what was made.
+    budget = Budget(calls=rec.calls) if original_reason == "budget" else None
+    rlm = RLM(
+        model=root_lm, sub_model=sub_lm, sandbox=sandbox,
+        max_iterations=int(config.get("max_iterations", 30)),
+        max_depth=int(config.get("max_depth", 1)),
+        max_concurrency=int(config.get("max_concurrency", 16)),
+        output_limit=int(config.get("output_limit", 20_000)),
+        compact_at=float(config.get("compact_at", 0.8)),
+        exec_timeout=float(config.get("exec_timeout", 120.0)),
+        budget=budget, trace=trace, allowed_models=others or None,
+    )
+    result = rlm.run(rec.root.query, _context_of(rec.root) if context is None else context)
+    original = rec.end.answer if rec.end else ""
+    return ReplayReport(
+        trace_path=str(trace_path),
+        matches=rec.end is not None and result.answer.strip() == original.strip()
+        and result.stop_reason == original_reason,
+        original_answer=original, replayed_answer=result.answer,
+        original_stop_reason=original_reason, replayed_stop_reason=result.stop_reason,
+        root_replies=rec.root_reply_count, sub_replies=rec.sub_reply_count,
+        unused_root_replies=rec.script.unused_root_replies,
+        unmatched_prompts=list(rec.script.unmatched), error=result.error,
+    )
+
+
+def _context_of(start: RunStart) -> Any:
+    """The run's input: the trace stores only metadata, so the source path must still exist."""
+    meta = start.context
+    source = meta.get("source")
+    if source and Path(source).exists():
+        return Path(source)
+    preview = str(meta.get("preview", ""))
+    kind = meta.get("kind")
+    if kind == "str" and int(meta.get("total_chars", -1)) == len(preview):
+        return preview  # a short text context is whole in its preview
+    if kind in ("list", "dict"):
+        try:
+            value = json.loads(preview)  # a short JSON context, unless the preview was cut
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list | dict):
+            return value
+    raise TraceError(
+        f"The trace records only the context's metadata and its source "
+        f"({source or 'an in-memory value'}) is not readable here; replay needs the original "
+        "input: run it where the file exists, or pass it (`fathom replay TRACE --context PATH`)."
+    )

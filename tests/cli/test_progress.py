@@ -1,0 +1,96 @@
+"""fathom.progress as an on_event sink: plain lines, the live panel, thread safety, quiet."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from rich.console import Console
+
+import fathom
+from fathom.lm import ScriptedLM
+from fathom.progress import Progress, shorten_code
+from fathom.trace import LMCall, LMCallStart
+from tests.viewer.recorded_runs import DIARY, QUERY, models
+
+
+def test_plain_lines_follow_a_real_depth2_run() -> None:
+    stream = io.StringIO()
+    progress = Progress("plain", stream=stream)
+    root, sub = models()
+    result = fathom.RLM(model=root, sub_model=sub, sandbox="inprocess", max_depth=2,
+                        on_event=progress).run(QUERY, DIARY)
+    progress.summary(result)
+    text = stream.getvalue()
+    assert "run started: model scripted:root, context str of 164 chars" in text
+    assert "iteration 3" in text
+    assert "    child RLM started (depth 2): Which city is named last" in text  # indented by depth
+    assert "code ran in" in text and "sub-calls so far 5 done, 0 failed" in text
+    assert "run ended: final after 3 iteration(s)" in text
+    assert "scripted:sub: 5 calls" in text  # the summary, per model
+    assert "\x1b" not in text
+
+
+def test_live_panel_shows_iteration_code_calls_and_cost() -> None:
+    progress = Progress("live", stream=io.StringIO())
+    root, sub = models()
+    fathom.RLM(model=root, sub_model=sub, sandbox="inprocess", max_depth=2,
+               on_event=progress).run(QUERY, DIARY)
+    progress(LMCallStart(run_id="x", depth=1, t=0.0, role="sub", call_id="c-open"))
+    console = Console(file=io.StringIO(), width=100, record=True, color_system=None)
+    console.print(progress.render())
+    panel = " ".join(console.export_text().split())  # column widths vary with the labels
+    assert "fathom · scripted:root" in panel
+    assert "iteration 3 / 30" in panel
+    assert "1 in flight, 5 done, 0 failed" in panel
+    assert "child RLMs 0 running, 2 done" in panel
+    assert "FINAL(llm_query('Name the last city in: ' + context))" in panel  # the code last run
+    assert "$0.00" in panel
+
+
+def test_events_from_many_threads_are_all_counted() -> None:
+    progress = Progress("plain", stream=io.StringIO())
+    per_thread, threads = 2000, 8
+
+    def feed(n: int) -> None:
+        for i in range(per_thread):
+            call = f"{n}-{i}"
+            progress(LMCallStart(run_id="r", depth=0, t=0.0, role="sub", call_id=call))
+            error = "Error: x" if i % 10 == 0 else None
+            progress(LMCall(run_id="r", depth=0, t=0.0, role="sub", call_id=call, prompt_tokens=3,
+                            completion_tokens=1, usd=0.001, error=error))
+
+    workers = [threading.Thread(target=feed, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    state = progress.state
+    assert state.sub_done == per_thread * threads
+    assert state.sub_failed == per_thread * threads // 10
+    assert state.sub_in_flight == 0
+    assert state.prompt_tokens == 3 * per_thread * threads
+    assert abs(state.usd - 0.001 * per_thread * threads) < 1e-6
+
+
+def test_quiet_writes_nothing(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    progress = Progress("quiet", stream=stream)
+    root = ScriptedLM(["FINAL(ok)"])
+    with progress.running():
+        result = fathom.RLM(model=root, sandbox="inprocess", on_event=progress).run("q", "c")
+    progress.summary(result)
+    assert stream.getvalue() == ""
+
+
+def test_auto_mode_is_plain_off_a_terminal() -> None:
+    assert Progress("auto", stream=io.StringIO()).mode == "plain"
+
+
+def test_shorten_code_keeps_the_head_and_says_what_was_cut() -> None:
+    code = "\n".join(f"line_{i} = {'x' * 200}" for i in range(20))
+    short = shorten_code(code, lines=3, width=40)
+    rows = short.splitlines()
+    assert len(rows) == 4 and rows[-1] == "# … 17 more lines"
+    assert all(len(r) <= 40 for r in rows[:3])

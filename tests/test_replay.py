@@ -1,0 +1,110 @@
+"""Replaying recorded traces with ScriptedLM: the same answer back, and mismatches found."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import fathom
+from fathom.errors import LMError, TraceError
+from fathom.lm import ScriptedLM
+from fathom.lm.base import Message
+from fathom.replay import load_recording, replay
+from tests.viewer.recorded_runs import DIARY, depth2_run
+
+
+def test_depth2_run_replays_to_the_same_answer(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    again = tmp_path / "again.jsonl"
+    report = replay(trace, sandbox="inprocess", trace=again)
+    assert report.matches, report.summary()
+    assert report.replayed_answer == "Lisbon"
+    assert report.root_replies == 5 and report.unused_root_replies == 0
+    assert report.sub_replies == 5 and report.unmatched_prompts == []
+    # The replay made the same calls: same sub-call prompts and replies, same run shape.
+    def calls(path: Path) -> list[tuple[int, str, str, str]]:
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        return sorted((e["depth"], e["role"], e["prompt"], e["response"])
+                      for e in events if e["type"] == "lm_call")
+    assert calls(again) == calls(trace)
+
+
+def test_replay_in_the_subprocess_sandbox(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    assert replay(trace).matches  # the default sandbox: code runs in a worker process
+
+
+def test_a_changed_reply_is_reported_as_a_mismatch(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    trace.write_text(trace.read_text().replace("FINAL(Lisbon)", "FINAL(Porto)"))
+    report = replay(trace, sandbox="inprocess")
+    assert not report.matches
+    assert report.original_answer == "Lisbon" and report.replayed_answer == "Porto"
+    assert report.summary().startswith("MISMATCH")
+
+
+def test_failed_sub_calls_fail_again_in_the_replay(tmp_path: Path) -> None:
+    def sub(messages: list[Message]) -> str:
+        if "bad" in messages[-1]["content"]:
+            raise LMError("the provider is down")
+        return "fine"
+
+    root = ScriptedLM([
+        "```repl\nr = llm_query_batched(['good', 'bad'])\n"
+        "FINAL(' / '.join(x if x == 'fine' else 'failed' for x in r))\n```"
+    ], name="scripted:root")
+    trace = tmp_path / "run.jsonl"
+    result = fathom.RLM(model=root, sub_model=ScriptedLM(sub, name="scripted:sub"),
+                        sandbox="inprocess", trace=trace).run("q", "ctx")
+    assert result.answer == "fine / failed"
+    report = replay(trace, sandbox="inprocess")
+    assert report.matches, report.summary()
+
+
+def test_budget_stopped_run_stops_at_the_same_place(tmp_path: Path) -> None:
+    root = ScriptedLM(["```repl\nprint(llm_query('a'))\nprint(llm_query('b'))\n```",
+                       "FINAL(too late)"], name="scripted:root")
+    trace = tmp_path / "run.jsonl"
+    result = fathom.RLM(model=root, sub_model=ScriptedLM(["x", "y"], name="scripted:sub"),
+                        sandbox="inprocess", trace=trace,
+                        budget=fathom.Budget(calls=2)).run("q", "ctx")
+    assert result.stop_reason == "budget"
+    report = replay(trace, sandbox="inprocess")
+    assert report.replayed_stop_reason == "budget"
+    assert report.matches, report.summary()
+
+
+def test_context_from_a_file_is_read_again_or_must_be_given(tmp_path: Path) -> None:
+    source = tmp_path / "diary.txt"
+    source.write_text(DIARY * 20)  # longer than the 500-character preview
+    root = ScriptedLM(["```repl\nFINAL(str(context.count('Lisbon')))\n```"], name="scripted:root")
+    trace = tmp_path / "run.jsonl"
+    fathom.RLM(model=root, sandbox="inprocess", trace=trace).run("How often?", source)
+    assert replay(trace, sandbox="inprocess").replayed_answer == "20"
+    moved = tmp_path / "moved.txt"
+    source.rename(moved)
+    with pytest.raises(TraceError, match="--context"):
+        replay(trace, sandbox="inprocess")
+    assert replay(trace, sandbox="inprocess", context=moved).matches
+
+
+def test_recording_keys_sub_replies_by_prompt(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    script = load_recording(trace).script
+    assert script([{"role": "user", "content": "Name the last city in: June. Marta moved to "
+                    "Lisbon and loves the trams."}]) == "Lisbon"
+    with pytest.raises(LMError, match="no reply recorded"):
+        script([{"role": "user", "content": "never asked"}])
+
+
+def test_not_a_trace(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TraceError, match="no run_start"):
+        replay(empty)

@@ -1,0 +1,168 @@
+"""The viewer in a real headless Chromium: a depth-2 run, expanding sub-calls, big traces."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fathom.viewer import write
+from tests.viewer.recorded_runs import depth2_run, wide_run
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+pytestmark = pytest.mark.browser
+
+
+def _open(page: Any, html: Path) -> None:
+    page.goto(html.resolve().as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+
+
+def test_depth2_run_tree_expands_and_shows_subcalls(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    result = depth2_run(trace)
+    assert result.answer == "Lisbon"
+    _open(page, write(trace, tmp_path / "run.html"))
+
+    assert page.locator(".answer").inner_text() == "Lisbon"
+    assert "child RLMs (max depth 2)" in page.locator(".stats").inner_text()
+    assert page.locator("canvas#gantt").is_visible()
+    root = page.locator("#tree > .node.run")
+    assert root.get_attribute("class").count("open") == 1  # the root run starts open
+
+    # Iteration 2: the batched sub-calls and the child RLM.
+    iteration = root.locator(".node.iter").nth(1)
+    iteration.locator("> .head").click()
+    body = iteration.locator("> .body")
+    assert "llm_query_batched" in body.locator(".code").first.inner_text()
+    assert body.locator(".tok-bi", has_text="llm_query_batched").count() >= 1  # highlighted
+    batch = body.locator(".node.batch").first
+    assert "llm_query_batched × 3" in batch.locator("> .head").inner_text()
+    batch.locator("> .head").click()
+    call = batch.locator(".node.call").nth(2)
+    call.locator("> .head").click()
+    text = call.locator("> .body").inner_text()
+    assert "June. Marta moved to Lisbon" in text  # the prompt
+    assert "Lisbon" in text.split("Reply", 1)[1]  # and the reply
+
+    # The child RLM (depth 1) and, inside it, the grandchild (depth 2).
+    child = body.locator(".node.run.depth1").first
+    child.locator("> .head").click()
+    child.locator(".node.iter").first.locator("> .head").click()
+    grandchild = child.locator(".node.run.depth2").first
+    assert "Which city is named last" in grandchild.locator("> .head").inner_text()
+    grandchild.locator("> .head").click()
+    grandchild.locator(".node.iter").first.locator("> .head").click()
+    assert "Name the last city in" in grandchild.inner_text()
+
+    assert page.errors == []
+    assert all(url.startswith(("file:", "data:", "about:")) for url in page.requests)
+    DOCS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    iteration.scroll_into_view_if_needed()
+    height = min(2000, page.evaluate("document.body.scrollHeight"))
+    page.screenshot(path=str(DOCS / "viewer.png"), full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": height})
+
+
+def test_timeline_click_opens_the_call(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    call = next(e for e in events
+                if e["type"] == "lm_call" and e["depth"] == 2 and e["role"] == "sub")
+    span = max(e["t"] for e in events)
+    _open(page, write(trace))
+    box = page.locator("canvas#gantt").bounding_box()
+    lanes = len({(e["depth"], e["role"]) for e in events if e["type"] == "lm_call"})
+    # The canvas maps t to pad + (width - pad - 10) * t / span (pad 44); lanes are 16 px high.
+    start = max(0.0, call["t"] - call["seconds"])
+    x = box["x"] + 44 + (box["width"] - 54) * start / span + 0.5
+    page.mouse.click(x, box["y"] + (lanes - 1) * 16 + 8)
+    opened = page.locator(".node.call.open")
+    assert opened.count() == 1
+    assert "Name the last city in" in opened.first.inner_text()
+    assert opened.first.is_visible()
+
+
+def test_highlighter_marks_python_tokens(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    _open(page, write(trace))
+    html = page.evaluate(
+        "fathomHighlight('def f(x):\\n    return len(x) + 1  # note\\ns = \"<b>\"')"
+    )
+    assert '<span class="tok-kw">def</span>' in html
+    assert '<span class="tok-fn">f</span>' in html
+    assert '<span class="tok-bi">len</span>' in html
+    assert '<span class="tok-num">1</span>' in html
+    assert '<span class="tok-com"># note</span>' in html
+    assert '<span class="tok-str">&quot;&lt;b&gt;&quot;</span>' in html  # escaped, never raw HTML
+
+
+def test_partial_trace_shows_what_is_there(page: Any, tmp_path: Path) -> None:
+    full = tmp_path / "run.jsonl"
+    depth2_run(full)
+    lines = full.read_text().splitlines(keepends=True)
+    # Cut just after the child RLM's sub-call started, mid-way through the next line.
+    cut = next(i for i, line in enumerate(lines)
+               if '"lm_call_start"' in line and '"depth": 1' in line and '"role": "sub"' in line)
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join(lines[: cut + 1]) + lines[cut + 1][: len(lines[cut + 1]) // 2])
+    _open(page, write(partial))
+    assert "still being written" in page.locator(".banner").first.inner_text()
+    assert page.locator(".answer").inner_text() == "(not answered yet)"
+    root_iter = page.locator("#tree .node.iter").nth(1)
+    root_iter.locator("> .head").click()
+    child = root_iter.locator(".node.run.depth1").first
+    assert "running" in child.locator("> .head").inner_text()
+    child.locator("> .head").click()
+    child_iter = child.locator(".node.iter").first
+    assert "1 in flight" in child_iter.locator("> .head").inner_text()
+    child_iter.locator("> .head").click()
+    assert "Say where Marta lived" in child_iter.locator("> .body").inner_text()
+    assert page.errors == []
+
+
+def test_ten_thousand_event_trace_opens_and_expands_quickly(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "wide.jsonl"
+    wide_run(trace, prompts=5000)
+    events = sum(1 for _ in trace.open())
+    assert events >= 10_000
+    started = time.perf_counter()
+    html = write(trace)
+    render_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    _open(page, html)
+    load_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    iteration = page.locator("#tree .node.iter").first
+    iteration.locator("> .head").click()
+    batch = iteration.locator(".node.batch").first
+    assert "× 5000" in batch.locator("> .head").inner_text()
+    batch.locator("> .head").click()
+    assert batch.locator(".node.call").count() == 100  # drawn a page at a time
+    batch.locator("button", has_text="Show 100 more").click()
+    assert batch.locator(".node.call").count() == 200
+    expand_seconds = time.perf_counter() - started
+    assert render_seconds < 3.0, render_seconds
+    assert load_seconds < 5.0, load_seconds
+    assert expand_seconds < 3.0, expand_seconds
+    assert page.errors == []
+
+
+def test_search_finds_a_deep_sub_call_and_opens_it(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    _open(page, write(trace))
+    page.fill("#search", "name the last city")
+    page.wait_for_selector("#hits .hit")
+    hits = page.locator("#hits .hit")
+    assert "depth 2" in hits.first.inner_text()
+    hits.filter(has_text="prompt:").first.click()  # the sub-call, not the code that made it
+    opened = page.locator(".node.call.open")
+    assert opened.count() == 1 and opened.first.is_visible()
+    assert "Name the last city in" in opened.first.inner_text()
