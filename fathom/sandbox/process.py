@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -14,6 +16,19 @@ from fathom.sandbox.channel import Channel
 from fathom.sandbox.output import CappedText
 
 CRASH_TAIL = 2000  # characters of the worker's raw output quoted when it dies
+
+# `python -m fathom.sandbox.worker` would first import fathom/__init__.py (the engine, the
+# model registry, asyncio: ~100 ms). The worker needs none of it, so it starts through an
+# empty `fathom` package object that still finds every submodule.
+BOOT = (
+    "import importlib.util, sys, types\n"
+    "spec = importlib.util.find_spec('fathom')\n"
+    "package = types.ModuleType('fathom')\n"
+    "package.__path__ = list(spec.submodule_search_locations)\n"
+    "sys.modules['fathom'] = package\n"
+    "from fathom.sandbox.worker import main\n"
+    "raise SystemExit(main(sys.argv[1:]))\n"
+)
 
 
 @dataclass
@@ -26,24 +41,51 @@ class WorkerProcess:
     raw: CappedText
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=64))
     reader: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
+    _eof: bool = False
+    _stopping: bool = False
 
     def drain(self) -> None:
-        """Collect fd-level output (C code, child processes, fatal errors) until EOF."""
-        while True:
-            try:
-                chunk = os.read(self.raw_fd, 1 << 16)
-            except OSError:
-                return
-            if not chunk:
-                return
-            text = chunk.decode("utf-8", "replace")
-            self.raw.write(text)
-            self.tail.append(text)
+        """Thread: collect fd-level output (C code, child processes, fatal errors) until EOF."""
+        os.set_blocking(self.raw_fd, False)
+        poller = select.poll()
+        poller.register(self.raw_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        # A child that left the worker's session may hold the pipe open forever: wake up
+        # now and then to notice stop().
+        while not self._eof and not self._stopping:
+            poller.poll(500)
+            self.pump()
+        self.pump()
+        with self._lock:  # closed here, under the lock, so pump() never reads a reused number
+            self._eof = True
+            close_quietly(self.raw_fd)
+
+    def pump(self) -> None:
+        """Read the raw output waiting in the pipe, without blocking."""
+        with self._lock:
+            while not self._eof:
+                try:
+                    chunk = os.read(self.raw_fd, 1 << 16)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    self._eof = True
+                    return
+                text = self._decoder.decode(chunk)
+                self.raw.write(text)
+                self.tail.append(text)
 
     def take_raw(self, limit: int) -> str:
-        """Raw output that arrived since the last call."""
-        text = self.raw.text()
-        self.raw = CappedText(limit)
+        """Raw output written before now (everything already in the pipe is read first)."""
+        self.pump()
+        with self._lock:
+            text = self.raw.text()
+            self.raw = CappedText(limit)
         return text
 
     def stop(self) -> int | None:
@@ -56,8 +98,8 @@ class WorkerProcess:
         code = self.popen.wait()
         self.channel.close()
         if self.reader is not None:
+            self._stopping = True
             self.reader.join(1.0)
-        close_quietly(self.raw_fd)
         return code
 
 

@@ -59,6 +59,7 @@ class Outcome:
     error: str | None = None
     final: str | None = None
     interrupted: bool = False
+    out_of_memory: bool = False
 
 
 def summarize(value: Any) -> str:
@@ -190,7 +191,7 @@ class Repl:
         self._capture = capture
         router_for(capture, None if all_threads else threading.get_ident())
         error: str | None = None
-        interrupted = False
+        interrupted = out_of_memory = False
         try:
             body, last = self._compile(code)
             if body is not None:
@@ -198,7 +199,7 @@ class Repl:
             if last is not None:
                 value = eval(last, self.namespace)
                 if value is not None:
-                    capture.stdout.write(repr(value) + "\n")
+                    capture.stdout.write(_echo(value, self.output_limit) + "\n")
         except _FinalSignal:
             pass
         except (KeyboardInterrupt, ExecInterrupted) as exc:
@@ -207,6 +208,7 @@ class Repl:
         except SyntaxError as exc:
             error = "".join(traceback.format_exception_only(type(exc), exc))
         except BaseException as exc:  # SystemExit too: REPL code must not end us
+            out_of_memory = isinstance(exc, MemoryError)
             error = self.format_error(exc)
         finally:
             router_for(None, None if all_threads else threading.get_ident())
@@ -219,6 +221,7 @@ class Repl:
             error=error,
             final=self._final,
             interrupted=interrupted,
+            out_of_memory=out_of_memory,
         )
 
     def define(self, source: str) -> None:
@@ -313,6 +316,15 @@ def _quiet_final_in_threads() -> None:
 
     hook._fathom = True  # type: ignore[attr-defined]
     threading.excepthook = hook
+
+
+def _echo(value: Any, limit: int) -> str:
+    """The repr a REPL prints; a huge str or bytes (say, `context`) is cut before repr copies it."""
+    if isinstance(value, str | bytes) and len(value) > limit:
+        half = max((limit - 80) // 2, 1)  # leaves room for the marker within the limit
+        dropped = len(value) - 2 * half
+        return f"{value[:half]!r} ... [{dropped:,} characters not shown] ... {value[-half:]!r}"
+    return repr(value)
 
 
 def _text(prompt: Any) -> str:

@@ -40,12 +40,14 @@ from fathom.sandbox.channel import (
 )
 from fathom.sandbox.output import CappedText
 from fathom.sandbox.process import (
+    BOOT,
     CRASH_TAIL,
     WorkerProcess,
     close_quietly,
     describe_exit,
     split_fatal,
 )
+from fathom.sandbox.worker import SNAPSHOT_NAME
 
 
 class _Dead(Exception):
@@ -66,6 +68,8 @@ def _cleanup(state: dict[str, Any]) -> None:
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
 
+
+_MAX_NOTES = 5
 
 def _nothing() -> None:
     pass
@@ -103,6 +107,8 @@ class SubprocessSandbox:
         """Create the scratch dir, plan the isolation, start the worker and load the context."""
         if not self._finalizer.alive:
             raise SandboxError("This sandbox was closed; create a new one for a new run.")
+        if "scratch" in self._state:
+            raise SandboxError("This sandbox is already started; create one sandbox per run.")
         scratch = Path(tempfile.mkdtemp(prefix="fathom-sandbox-"))
         self._state["scratch"] = scratch
         self._state["pool"] = ThreadPoolExecutor(max_workers=64, thread_name_prefix="fathom-call")
@@ -134,7 +140,9 @@ class SubprocessSandbox:
         to_worker_r, to_worker_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
         raw_r, raw_w = os.pipe()
-        argv = [*plan.argv_prefix, sys.executable, "-m", "fathom.sandbox.worker",
+        # -P: the cwd (scratch, writable by REPL code) must not shadow modules the next
+        # worker imports before its isolation is in force.
+        argv = [*plan.argv_prefix, sys.executable, "-P", "-c", BOOT,
                 str(to_worker_r), str(to_parent_w)]
         try:
             popen = subprocess.Popen(
@@ -143,16 +151,17 @@ class SubprocessSandbox:
                 pass_fds=(to_worker_r, to_parent_w), start_new_session=True,
             )
         except OSError as exc:
-            for fd in (to_worker_r, to_worker_w, to_parent_r, to_parent_w, raw_r, raw_w):
-                os.close(fd)
+            for fd in (to_worker_w, to_parent_r, raw_r):  # the child's ends: in `finally`
+                close_quietly(fd)
             raise SandboxError(
                 f"Cannot start the sandbox worker ({exc}); check that {argv[0]} runs."
             ) from exc
         finally:
             for fd in (to_worker_r, to_parent_w, raw_w):
                 close_quietly(fd)
-        process = WorkerProcess(popen, Channel(to_parent_r, to_worker_w), raw_r,
-                           CappedText(self.options.output_limit))
+        process = WorkerProcess(
+            popen, Channel(to_parent_r, to_worker_w), raw_r, CappedText(self.options.output_limit)
+        )
         process.reader = threading.Thread(target=process.drain, name="fathom-raw", daemon=True)
         process.reader.start()
         self._state["process"] = process
@@ -164,10 +173,10 @@ class SubprocessSandbox:
         except (_Dead, ChannelClosed):
             ready = None
         if ready is None or ready.get("op") != "ready":
-            detail = (ready or {}).get("error") or "".join(process.tail)[-CRASH_TAIL:]
             self._state.pop("process", None)
-            code = process.stop()
+            code = process.stop()  # also collects the last raw output (a traceback, say)
             self._plan.cleanup()
+            detail = (ready or {}).get("error") or "".join(process.tail)[-CRASH_TAIL:]
             if (ready or {}).get("kind") == "IsolationError":
                 raise IsolationError(str(detail))
             raise SandboxError(
@@ -236,7 +245,7 @@ class SubprocessSandbox:
             try:
                 message = process.channel.recv(remaining)
             except BadMessage as exc:
-                self._notes.append(f"ignored a malformed message from the worker: {exc}")
+                self._note(f"ignored a malformed message from the worker: {exc}")
                 continue
             except ChannelClosed as exc:
                 raise _Dead(str(exc)) from exc
@@ -250,13 +259,20 @@ class SubprocessSandbox:
             elif kind == "failed" and op == "ready":  # the worker could not load the context
                 return dict(message)
             else:
-                self._notes.append(f"ignored an unexpected message from the worker ({kind!r})")
+                self._note(f"ignored an unexpected message from the worker ({str(kind)[:40]!r})")
+
+    def _note(self, text: str) -> None:
+        """Remember something for the block's notice; a flood of them is only counted."""
+        if len(self._notes) < _MAX_NOTES:
+            self._notes.append(text)
+        elif len(self._notes) == _MAX_NOTES:
+            self._notes.append("(further messages like these were ignored too)")
 
     def _serve(self, process: WorkerProcess, message: dict[str, Any]) -> None:
         """Answer one model-call request in a pool thread, so calls run concurrently."""
         call_id, fn, args = message.get("id"), message.get("fn"), message.get("args")
         if not isinstance(call_id, int) or fn not in CALLS or not isinstance(args, dict):
-            self._notes.append(f"ignored a malformed call request from the worker ({fn!r})")
+            self._note(f"ignored a malformed call request from the worker ({str(fn)[:40]!r})")
             return
         self._state["pool"].submit(self._answer, process, call_id, str(fn), args)
 
@@ -278,6 +294,10 @@ class SubprocessSandbox:
         if interrupted:
             notes.insert(0, f"The block exceeded the {limit:g} s timeout and was interrupted; "
                          "variables are kept.")
+        if done.get("out_of_memory") is True:
+            limit_mb = self.options.memory_mb
+            notes.insert(0, f"The block hit the sandbox memory limit ({limit_mb} MB); variables "
+                         "it filled still hold that memory: `del` them or keep less.")
         final = done.get("final")
         return ExecResult(
             stdout=stdout,
@@ -310,9 +330,16 @@ class SubprocessSandbox:
             error = f"SandboxError: the worker died ({describe_exit(code)})"
         if fatal and error is not None:
             error += f"\n{fatal}"
-        ready = self._spawn(restore=True)
-        restored = names_from(ready.get("restored"))
-        lost = names_from(ready.get("lost"))
+        try:
+            ready = self._spawn(restore=True)
+            restored = names_from(ready.get("restored"))
+            lost = names_from(ready.get("lost"))
+        except SandboxError:
+            # Restoring itself killed the new worker (a hostile or broken snapshot): start
+            # clean rather than not at all.
+            (self._state["scratch"] / SNAPSHOT_NAME).unlink(missing_ok=True)
+            ready = self._spawn(restore=False)
+            restored, lost = [], ["(all variables: restoring them failed)"]
         notice = (
             f"The block {what}. The worker was restarted and the context reloaded; "
             f"variables restored: {', '.join(restored) or 'none'}; "
@@ -347,6 +374,12 @@ class SubprocessSandbox:
     def isolation(self) -> dict[str, str]:
         """The isolation plan's layers: name -> "active" | "off" | "unavailable: why"."""
         return dict(self._layers or (self._plan.layers if self._plan is not None else {}))
+
+    @property
+    def scratch(self) -> Path | None:
+        """The worker's private scratch directory (its cwd, HOME and TMPDIR)."""
+        scratch = self._state.get("scratch")
+        return Path(scratch) if scratch is not None else None
 
     @property
     def pid(self) -> int | None:

@@ -1,4 +1,6 @@
-"""The code that runs inside the subprocess worker: `python -m fathom.sandbox.worker R W`.
+"""The code that runs inside the subprocess worker: `python -P -m fathom.sandbox.worker R W`.
+
+(subprocess.py starts it through a bootstrap that skips fathom/__init__.py; same `main`.)
 
 R and W are the pipe descriptors of the channel to the parent. The worker loads
 the context itself from the spec in the first message, applies the isolation
@@ -159,7 +161,8 @@ class Worker:
             outcome = self.repl.execute(str(message.get("code", "")), all_threads=True)
             self.running = False
             reply.update(stdout=outcome.stdout, stderr=outcome.stderr, error=outcome.error,
-                         final=outcome.final, interrupted=outcome.interrupted)
+                         final=outcome.final, interrupted=outcome.interrupted,
+                         out_of_memory=outcome.out_of_memory)
         except KeyboardInterrupt:  # the interrupt landed outside the block itself
             reply.update(error=self._timeout_text, interrupted=True)
         finally:
@@ -217,8 +220,11 @@ class Worker:
         try:
             with open(self.snapshot_path, "rb") as handle:
                 entries: dict[str, tuple[str, Any]] = pickle.load(handle)
-        except Exception:  # a corrupt snapshot: start clean
+            return self._rebuild(entries)
+        except Exception:  # a corrupt (or tampered) snapshot: start clean
             return [], []
+
+    def _rebuild(self, entries: dict[str, tuple[str, Any]]) -> tuple[list[str], list[str]]:
         ns = self.repl.namespace
         restored: list[str] = []
         lost: list[str] = []

@@ -80,3 +80,24 @@ def test_isolation_is_off_and_close_is_idempotent(sandbox):
     sandbox.close()
     with pytest.raises(SandboxError, match="start"):
         sandbox.execute("1")
+
+
+def test_concurrent_sandboxes_in_one_process_keep_their_own_output(bridge):
+    boxes = [InProcessSandbox() for _ in range(2)]
+    for i, box in enumerate(boxes):
+        box.start(Context.from_value(f"ctx{i}"), bridge)
+    results: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        code = (
+            "import sys, time\n"
+            "for _ in range(20):\n    sys.stdout.write(context)\n    time.sleep(0.001)"
+        )
+        results[i] = boxes[i].execute(code).stdout
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: "ctx0" * 20, 1: "ctx1" * 20}

@@ -188,6 +188,12 @@ def test_output_is_capped_keeping_head_and_tail(bridge):
     assert "characters dropped: output limit" in result.stdout
 
 
+def test_echo_of_a_huge_string_is_cut_before_repr(bridge):
+    out = make(bridge, context="a" * 1_000_000 + "END", limit=100).execute("context").stdout
+    assert len(out) < 400
+    assert "characters not shown" in out and "END'" in out
+
+
 def test_capped_text_counts_dropped_characters():
     text = CappedText(10)
     for _ in range(10):
