@@ -86,7 +86,7 @@ class ContextMetadata:
         if self.kind == "str":
             size = f"{self.total_chars:,} characters"
             if self.lines is not None:
-                size += f" in {self.lines:,} lines"
+                size += f" in {self.lines:,} line{'s' if self.lines != 1 else ''}"
             out = [f"Type: str ({size})"]
         else:
             what = "dict (key -> value)" if self.kind == "dict" else "list"
