@@ -39,9 +39,9 @@ def page(chromium: Any) -> Iterator[Any]:
     """A fresh page that records every network request it attempts."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.requests = []  # type: ignore[attr-defined]
+    page.requests = []
     page.on("request", lambda request: page.requests.append(request.url))
-    page.errors = []  # type: ignore[attr-defined]
+    page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
     try:
         yield page

@@ -1,9 +1,11 @@
-"""The viewer in a real headless Chromium: a depth-2 run, expanding sub-calls, big traces."""
+"""The viewer in a real headless Chromium: a depth-2 run, expanding sub-calls, big traces.
+
+Load and expand times of big traces are measured by benchmarks/viewer.py, not here.
+"""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -127,30 +129,29 @@ def test_partial_trace_shows_what_is_there(page: Any, tmp_path: Path) -> None:
     assert page.errors == []
 
 
-def test_ten_thousand_event_trace_opens_and_expands_quickly(page: Any, tmp_path: Path) -> None:
+def test_ten_thousand_event_trace_opens_and_draws_batch_calls_a_page_at_a_time(
+    page: Any, tmp_path: Path
+) -> None:
     trace = tmp_path / "wide.jsonl"
     wide_run(trace, prompts=5000)
-    events = sum(1 for _ in trace.open())
-    assert events >= 10_000
-    started = time.perf_counter()
-    html = write(trace)
-    render_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    _open(page, html)
-    load_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    assert sum(1 for _ in trace.open()) >= 10_000
+    _open(page, write(trace))
     iteration = page.locator("#tree .node.iter").first
     iteration.locator("> .head").click()
     batch = iteration.locator(".node.batch").first
     assert "× 5000" in batch.locator("> .head").inner_text()
+    assert batch.locator(".node.call").count() == 0  # nothing drawn before the batch opens
     batch.locator("> .head").click()
     assert batch.locator(".node.call").count() == 100  # drawn a page at a time
     batch.locator("button", has_text="Show 100 more").click()
-    assert batch.locator(".node.call").count() == 200
-    expand_seconds = time.perf_counter() - started
-    assert render_seconds < 3.0, render_seconds
-    assert load_seconds < 5.0, load_seconds
-    assert expand_seconds < 3.0, expand_seconds
+    calls = batch.locator(".node.call")
+    assert calls.count() == 200
+    calls.nth(150).locator("> .head").click()  # a call of the second page opens like any other
+    assert "ok item " in calls.nth(150).locator("> .body").inner_text()
+    # Search scans all events, so the last sub-call is found too.
+    page.fill("#search", "item 4999")
+    page.wait_for_selector("#hits .hit")
+    assert page.locator("#hits .hit").count() == 1
     assert page.errors == []
 
 

@@ -1,10 +1,12 @@
-"""The viewer page as a file: self-contained, safe to embed any trace text, fast on big traces."""
+"""The viewer page as a file: self-contained, safe to embed any trace text, whole on big traces.
+
+How fast big traces render is measured by benchmarks/viewer.py, not here.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -73,11 +75,13 @@ def test_missing_trace_is_a_trace_error(tmp_path: Path) -> None:
         render(tmp_path / "nope.jsonl")
 
 
-def test_ten_thousand_events_render_fast(tmp_path: Path) -> None:
+def test_ten_thousand_event_trace_renders_every_event(tmp_path: Path) -> None:
     trace = tmp_path / "wide.jsonl"
     wide_run(trace, prompts=5000)
-    started = time.perf_counter()
-    out = write(trace)
-    seconds = time.perf_counter() - started
-    assert len(_embedded(out.read_text())["events"]) >= 10_000
-    assert seconds < 3.0, f"rendering 10k events took {seconds:.2f}s"
+    lines = trace.read_text().splitlines()
+    assert len(lines) >= 10_000
+    events = _embedded(write(trace).read_text())["events"]
+    assert len(events) == len(lines)
+    calls = [e for e in events if e["type"] == "lm_call" and e["role"] == "sub"]
+    assert len(calls) == 5000
+    assert {e["prompt"] for e in calls} == {f"item {i}" for i in range(5000)}
