@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/local_model.py
+	$(PY) benchmarks/viewer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
