@@ -9,6 +9,7 @@ imported lazily so an unused SDK is never loaded.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 
 from fathom.errors import ConfigError
@@ -59,12 +60,27 @@ def resolve(spec: str | LM) -> LM:
     return factory(model)
 
 
+def default_model() -> str:
+    """The model used when none is given: $FATHOM_MODEL, else OpenAI if keyed, else local.
+
+    "openai:gpt-5-mini" is picked when OPENAI_API_KEY is set, and "local" (the
+    embedded SmolLM2-135M, offline) otherwise.
+    """
+    chosen = os.environ.get("FATHOM_MODEL", "").strip()
+    if chosen:
+        return chosen
+    if os.environ.get("OPENAI_API_KEY"):
+        return "openai:gpt-5-mini"
+    return "local"
+
+
 __all__ = [
     "LM",
     "Completion",
     "Message",
     "ScriptedLM",
     "Usage",
+    "default_model",
     "providers",
     "register_provider",
     "resolve",
