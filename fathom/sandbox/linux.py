@@ -3,7 +3,8 @@ Landlock, seccomp and capabilities.
 
 Used by fathom.sandbox.isolation, partly inside `preexec_fn` (after fork, before exec), so
 everything here is plain syscalls: no imports, no locks, no threads at call time.
-Every function raises OSError (with the errno) when the kernel refuses.
+Every function raises OSError (with the errno) when the kernel refuses; on other systems
+the module imports but every primitive raises OSError(ENOSYS).
 """
 
 from __future__ import annotations
@@ -11,19 +12,31 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import signal
 import stat
+import sys
+from typing import Any
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+LINUX = sys.platform.startswith("linux")
+
+
+class _NoLinux:
+    """Stands in for glibc elsewhere: every call fails as an unsupported syscall."""
+
+    def __getattr__(self, name: str) -> object:
+        def unsupported(*args: object) -> int:
+            ctypes.set_errno(38)  # ENOSYS
+            return -1
+
+        return unsupported
+
+
+_libc: Any = ctypes.CDLL(None, use_errno=True) if LINUX else _NoLinux()
+if isinstance(_libc, ctypes.CDLL):
+    _libc.syscall.restype = ctypes.c_long
+    _libc.unshare.argtypes = [ctypes.c_int]
+    _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -48,9 +61,22 @@ _LL_NET_TCP = 3  # BIND_TCP | CONNECT_TCP
 _LL_SCOPES = 3  # ABSTRACT_UNIX_SOCKET | SIGNAL
 LL_READ = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
 
-# arch -> (AUDIT_ARCH value, __NR_socket, __NR_seccomp)
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 317), "aarch64": (0xC00000B7, 198, 277)}
-_NR_IO_URING_SETUP = 425
+# Syscalls the filter refuses (x86_64, aarch64 numbers): what a sandbox never needs and
+# kernel exploits like to use.
+_DENIED = {
+    "socket": (41, 198), "ptrace": (101, 117), "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271), "keyctl": (250, 219), "add_key": (248, 217),
+    "request_key": (249, 218), "bpf": (321, 280), "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282), "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40),
+    "umount2": (166, 39), "pivot_root": (155, 41), "kexec_load": (246, 104),
+    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106),
+}  # fmt: skip
+# Same number everywhere: io_uring (425-427), the new mount API (428-433, 442).
+_SHARED_DENIED = (425, 426, 427, 428, 429, 430, 431, 432, 433, 442)
+# arch -> (AUDIT_ARCH value, __NR_seccomp, __NR_clone)
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 317, 56), "aarch64": (0xC00000B7, 277, 220)}
+_NR_CLONE3 = 435
+_CLONE_NEW_ANY = 0x7E020080  # every CLONE_NEW* flag: no new namespaces
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -167,9 +193,10 @@ def landlock_abi() -> int:
     return max(int(version), 0)
 
 
-def landlock_restrict(read: list[str], write: list[str], abi: int) -> None:
+def landlock_restrict(read: list[str], write: list[str], abi: int, listable: list[str]) -> None:
     """Confine this thread (and its future children) to reading `read`, writing `write`,
-    no TCP (ABI >= 4) and no signals or abstract sockets beyond its domain (ABI >= 6)."""
+    listing (not reading) `listable`, no TCP (ABI >= 4) and no signals or abstract sockets
+    beyond its domain (ABI >= 6)."""
     handled = (1 << 13) - 1
     handled |= (_LL_REFER if abi >= 2 else 0) | (_LL_TRUNCATE if abi >= 3 else 0)
     handled |= _LL_IOCTL_DEV if abi >= 5 else 0
@@ -178,6 +205,7 @@ def landlock_restrict(read: list[str], write: list[str], abi: int) -> None:
     ruleset = _check(_libc.syscall(_LL_CREATE, ctypes.byref(attr), size, 0), "landlock_create")
     try:
         rules = [(p, LL_READ) for p in read] + [(p, handled) for p in write]
+        rules += [(p, LL_READ_DIR) for p in listable]
         for path, access in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -186,11 +214,9 @@ def landlock_restrict(read: list[str], write: list[str], abi: int) -> None:
             try:
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):
                     access &= _LL_FILE_ONLY
-                rule = _PathBeneath(access & handled, fd)
-                _check(
-                    _libc.syscall(_LL_ADD_RULE, ruleset, _LL_RULE_PATH_BENEATH, ctypes.byref(rule), 0),
-                    f"landlock_add_rule {path}",
-                )
+                rule = ctypes.byref(_PathBeneath(access & handled, fd))
+                added = _libc.syscall(_LL_ADD_RULE, ruleset, _LL_RULE_PATH_BENEATH, rule, 0)
+                _check(added, f"landlock_add_rule {path}")
             finally:
                 os.close(fd)
         _check(_libc.syscall(_LL_RESTRICT, ruleset, 0), "landlock_restrict_self")
@@ -199,32 +225,46 @@ def landlock_restrict(read: list[str], write: list[str], abi: int) -> None:
 
 
 def seccomp_supported() -> bool:
-    """Whether block_inet_sockets knows this CPU architecture."""
-    return platform.machine() in _SECCOMP_ARCH
+    """Whether install_syscall_filter knows this system and CPU architecture."""
+    return LINUX and platform.machine() in _SECCOMP_ARCH
 
 
-def block_inet_sockets() -> None:
-    """Install a seccomp filter (all threads) that refuses every socket except AF_UNIX,
-    io_uring (which could create sockets behind seccomp's back) and foreign-ABI syscalls."""
+def install_syscall_filter() -> None:
+    """Install a seccomp filter on every thread that refuses socket() for every address
+    family (socketpair() still works), io_uring, ptrace and process_vm_*, new namespaces
+    and mounts, bpf, perf events, keyrings, userfaultfd, kernel modules and foreign ABIs.
+
+    clone3 answers ENOSYS (its flags are behind a pointer), so glibc falls back to clone,
+    whose flags the filter can check.
+    """
+    machine = platform.machine()
     if not seccomp_supported():
-        raise OSError(38, f"seccomp filter not written for {platform.machine()}")
-    arch, nr_socket, nr_seccomp = _SECCOMP_ARCH[platform.machine()]
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
-    deny, allow = 0x00050000 | 13, 0x7FFF0000  # SECCOMP_RET_ERRNO|EACCES, RET_ALLOW
-    program = [
-        (ld, 0, 0, 4),  # 0: seccomp_data.arch
-        (jeq, 1, 0, arch),  # 1: native ABI -> 3
-        (ret, 0, 0, deny),  # 2
-        (ld, 0, 0, 0),  # 3: seccomp_data.nr
-        (jge, 4, 0, 0x40000000),  # 4: x32 ABI -> 9
-        (jeq, 3, 0, _NR_IO_URING_SETUP),  # 5: -> 9
-        (jeq, 0, 3, nr_socket),  # 6: other syscalls -> 10
-        (ld, 0, 0, 16),  # 7: args[0], the address family
-        (jeq, 1, 0, 1),  # 8: AF_UNIX -> 10
-        (ret, 0, 0, deny),  # 9
-        (ret, 0, 0, allow),  # 10
+        raise OSError(38, f"seccomp filter not written for {machine}")
+    arch, nr_seccomp, nr_clone = _SECCOMP_ARCH[machine]
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    deny, enosys, allow = 0x00050000 | 1, 0x00050000 | 38, 0x7FFF0000  # EPERM, ENOSYS
+    column = 0 if machine == "x86_64" else 1
+    denied = [numbers[column] for numbers in _DENIED.values()] + list(_SHARED_DENIED)
+    # (code, jump-if-true label, jump-if-false label, k); labels resolve to offsets below.
+    program: list[tuple[int, str | None, str | None, int]] = [
+        (ld, None, None, 4),  # seccomp_data.arch
+        (jeq, None, "deny", arch),
+        (ld, None, None, 0),  # seccomp_data.nr
+        (jge, "deny", None, 0x40000000),  # the x32 ABI
+        *[(jeq, "deny", None, nr) for nr in denied],
+        (jeq, "enosys", None, _NR_CLONE3),
+        (jeq, None, "allow", nr_clone),
+        (ld, None, None, 16),  # clone's flags (args[0], low half)
+        (jset, "deny", "allow", _CLONE_NEW_ANY),
     ]
-    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    labels = {"allow": len(program), "deny": len(program) + 1, "enosys": len(program) + 2}
+    program += [(ret, None, None, allow), (ret, None, None, deny), (ret, None, None, enosys)]
+    filters = (_SockFilter * len(program))(
+        *[
+            _SockFilter(code, labels[jt] - i - 1 if jt else 0, labels[jf] - i - 1 if jf else 0, k)
+            for i, (code, jt, jf, k) in enumerate(program)
+        ]
+    )
     prog = _SockFprog(len(program), filters)
     set_no_new_privs()
     # SECCOMP_SET_MODE_FILTER with SECCOMP_FILTER_FLAG_TSYNC: every thread, not just this one.
@@ -234,3 +274,39 @@ def block_inet_sockets() -> None:
 def namespace_id(kind: str) -> int:
     """Inode of this process's namespace of `kind` ("net", "mnt", "user")."""
     return os.stat(f"/proc/self/ns/{kind}").st_ino
+
+
+def kill_other_processes() -> None:
+    """Kill every process this uid may signal except the caller (kill(-1) skips it)."""
+    try:
+        for _ in range(50):  # a fork bomb may fork between passes
+            os.kill(-1, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing (left) to kill
+
+
+def kill_uid(uid: int) -> None:
+    """Kill every process running as `uid`, from a child that becomes `uid` (root only)."""
+    pid = os.fork()
+    if pid == 0:  # the child only makes syscalls, so forking a threaded parent is safe
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            kill_other_processes()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def count_processes(uid: int) -> int:
+    """Tasks (processes and threads) of `uid`: what RLIMIT_NPROC counts."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += len(os.listdir(f"/proc/{entry}/task"))
+            except OSError:
+                continue  # the process exited meanwhile
+    return count

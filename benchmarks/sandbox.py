@@ -1,0 +1,108 @@
+"""The cost of isolation: worker start time and per-execution overhead of each sandbox.
+
+Prints a markdown table for `inprocess`, `subprocess` at isolation "off" and at
+"standard" (targets: standard adds <= 50 ms to start and <= 1 ms per execution over
+off), then the layers "standard" got on this host.
+
+    .venv/bin/python benchmarks/sandbox.py [--starts 10] [--execs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from fathom.context import Context
+from fathom.sandbox import Sandbox, SandboxOptions
+from fathom.sandbox.inprocess import InProcessSandbox
+from fathom.sandbox.subprocess import SubprocessSandbox
+
+
+class _NullBridge:
+    """No model behind the REPL functions: the benchmark only runs `x = 1`."""
+
+    def llm_query(self, prompt: str, model: str | None = None) -> str:
+        return ""
+
+    def llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
+        return [""] * len(prompts)
+
+    def rlm_query(self, prompt: str, context: Any = None) -> str:
+        return ""
+
+    def rlm_query_batched(
+        self, prompts: list[str], contexts: list[Any] | None = None
+    ) -> list[str]:
+        return [""] * len(prompts)
+
+
+def _build(kind: str) -> Sandbox:
+    if kind == "inprocess":
+        return InProcessSandbox(SandboxOptions())
+    return SubprocessSandbox(SandboxOptions(isolation=kind))  # type: ignore[arg-type]
+
+
+def time_start(kind: str, context: Context) -> float:
+    """Seconds from start() until the sandbox has run its first block."""
+    sandbox = _build(kind)
+    began = time.perf_counter()
+    sandbox.start(context, _NullBridge())
+    sandbox.execute("pass")  # started means able to run code
+    seconds = time.perf_counter() - began
+    sandbox.close()
+    return seconds
+
+
+def time_execs(kind: str, context: Context, execs: int) -> tuple[float, dict[str, str]]:
+    """Median seconds of one `x = 1` block, and the sandbox's isolation layers."""
+    sandbox = _build(kind)
+    sandbox.start(context, _NullBridge())
+    times = []
+    for _ in range(execs):
+        began = time.perf_counter()
+        sandbox.execute("x = 1")
+        times.append(time.perf_counter() - began)
+    layers = sandbox.isolation()
+    sandbox.close()
+    return statistics.median(times), layers
+
+
+def main() -> None:
+    """Print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--starts", type=int, default=10, help="worker starts to time")
+    parser.add_argument("--execs", type=int, default=300, help="executions of `x = 1` to time")
+    args = parser.parse_args()
+    rows = {
+        "inprocess": "inprocess",
+        "subprocess, isolation off": "off",
+        "subprocess, isolation standard": "standard",
+    }
+    context = Context.from_value("benchmark context " * 1000)
+    starts: dict[str, list[float]] = {kind: [] for kind in rows.values()}
+    for _ in range(args.starts):  # interleaved, so load from other processes hits all alike
+        for kind in rows.values():
+            starts[kind].append(time_start(kind, context))
+    results: dict[str, tuple[float, float, dict[str, str]]] = {}
+    for label, kind in rows.items():
+        per_exec, layers = time_execs(kind, context, args.execs)
+        results[label] = (statistics.median(starts[kind]) * 1000, per_exec * 1000, layers)
+    off_start, off_exec, _ = results["subprocess, isolation off"]
+    print("| sandbox | start (ms, median) | per execution of `x = 1` (ms, median) |")
+    print("|---|---:|---:|")
+    for label, (start, per_exec, _) in results.items():
+        print(f"| {label} | {start:.1f} | {per_exec:.3f} |")
+    std_start, std_exec, layers = results["subprocess, isolation standard"]
+    print(
+        f"\nstandard over off: start {std_start - off_start:+.1f} ms (target <= 50), "
+        f"per execution {std_exec - off_exec:+.3f} ms (target <= 1)"
+    )
+    print("\nlayers at standard on this host:")
+    for name, value in layers.items():
+        print(f"  {name:18} {value}")
+
+
+if __name__ == "__main__":
+    main()
