@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 import statistics
 import sys
 import threading
@@ -301,7 +302,7 @@ class Context:
         if self._text_file is not None or self._files is not None:
             return self._file_spec()
         with self._lock:
-            if self._spilled is None or not self._spilled.exists():
+            if self._spilled is None or not _untouched(self._spilled):
                 self._spilled = spill(self._value, Path(scratch))
                 self._owned.append(self._spilled)
             spilled = self._spilled
@@ -405,3 +406,17 @@ def _is_glob(text: str) -> bool:
 def _check_errors(errors: str) -> None:
     if errors not in _ERRORS:
         raise ContextError(f"errors={errors!r} is not supported: use 'strict' or 'replace'.")
+
+
+def _untouched(path: Path) -> bool:
+    """Whether a file we spilled is still ours: a regular file we own, with one link.
+
+    Sandbox code can write in scratch; if it replaced the spill with a symlink or a hard
+    link to a secret, the next worker would load that secret as `context`.
+    """
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_nlink == 1
+

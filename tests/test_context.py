@@ -351,3 +351,17 @@ def test_stdin_among_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     spooled = Path(ctx.worker_spec(tmp_path)["files"]["<stdin>"])
     ctx.close()
     assert not spooled.exists()
+
+
+def test_a_spill_replaced_by_a_symlink_is_written_again(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    ctx = Context.from_value("public text")
+    spilled = Path(ctx.worker_spec(scratch)["path"])
+    spilled.unlink()
+    spilled.symlink_to(secret)
+    spec = ctx.worker_spec(scratch)
+    assert load_spec(spec) == "public text"
+    ctx.close()
