@@ -123,10 +123,10 @@ def main() -> None:
         rows.append((f"peak RSS parent+worker, {label}", f"{data['rss_gb']:.2f} GB",
                      f"<= {TARGETS['rss_1gb_gb']} GB" if big else ""))
     width = max(len(r[0]) for r in rows)
-    print(f"{'benchmark':<{width}}  {'result':>10}  target")
-    print(f"{'-' * width}  {'-' * 10}  {'-' * 12}")
+    print(f"| {'benchmark':<{width}} | {'result':>9} | target |")
+    print(f"|{'-' * (width + 2)}|{'-' * 10}:|--------|")
     for name, value, target in rows:
-        print(f"{name:<{width}}  {value:>10}  {target}")
+        print(f"| {name:<{width}} | {value:>9} | {target} |")
 
 
 if __name__ == "__main__":
