@@ -6,6 +6,7 @@ Contract used by subprocess.py / worker.py:
         env=plan.env, preexec_fn=plan.preexec, cwd=scratch, pass_fds=...)
   layers = enter(plan.worker_spec)  # in the worker, after loading the context, before user code
   plan.cleanup()                    # in the parent once the worker is gone (restart, close)
+  plan.close()                      # in the parent once no worker of this plan starts again
   plan.layers                       # name -> "active..." | "off" | "unavailable: why"
 
 Namespaces, the mount view and Landlock start in plan.preexec, between fork and exec, so
@@ -14,6 +15,9 @@ checks that what preexec did is really in force. Layers, each where the OS allow
 elsewhere only the environment and the rlimits):
   environment       no secrets: a short allow-list of variables, HOME and TMPDIR = scratch
   *_limit           rlimits: address space, CPU seconds, open files, file size, processes
+  disk_quota        scratch is a size-limited tmpfs (disk_mb, default 1 GB) in a mount
+                    namespace all workers of one sandbox share, so many files cannot fill
+                    the host disk and the crash-recovery snapshot survives a restart
   network           own network namespace (root: unshare; others: with a user namespace)
                     and a seccomp filter refusing socket() (no unix sockets to host services
                     either); with neither, only an audit hook on Python sockets (weak)
@@ -55,6 +59,7 @@ LAYERS = (
     "cpu_limit",
     "open_files_limit",
     "file_size_limit",
+    "disk_quota",
     "process_limit",
     "network",
     "read_access",
@@ -75,6 +80,8 @@ _FIXES = {
     "write_access": "use Linux >= 5.13 with Landlock enabled (boot with lsm=...,landlock)",
     "privileges": "install Python where other users can read it (not under a 0700 home), "
     "or allow mount namespaces (CAP_SYS_ADMIN) so fathom can expose it to the worker",
+    "disk_quota": "run as root, or enable unprivileged user namespaces "
+    "(sysctl user.max_user_namespaces > 0) so scratch can be a size-limited tmpfs",
     "process_limit": "run as root (a dedicated uid) or enable unprivileged user namespaces",
     "syscall_filter": "run on Linux on x86_64 or aarch64",
 }
@@ -91,6 +98,7 @@ class IsolationPlan:
     worker_spec: dict[str, Any] = field(default_factory=dict)
     layers: dict[str, str] = field(default_factory=dict)
     cleanup: Callable[[], None] = field(default=lambda: None)
+    close: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass(frozen=True)
@@ -153,12 +161,14 @@ def prepare(
     memory_mb: int | None,
     cpu_seconds: int = 3600,
     file_mb: int = 1024,
+    disk_mb: int = 1024,
     open_files: int = 1024,
     processes: int = 128,
 ) -> IsolationPlan:
     """Decide the layers for one worker at `level` ("strict", "standard", "off").
 
     `strict` raises IsolationError naming what to install or enable when a layer is missing.
+    `disk_mb` caps everything the worker writes in scratch together (file_mb: one file).
     """
     if level not in LEVELS:
         raise ConfigError(f"Unknown isolation level {level!r}: use one of {', '.join(LEVELS)}.")
@@ -231,6 +241,18 @@ def prepare(
     )
     if masks:
         spec["parent_mntns"] = linux.namespace_id("mnt")
+    quota, layers["disk_quota"] = view.scratch_quota(
+        str(scratch),
+        disk_mb,
+        possible=host.netns if host.root else host.userns,
+        # As root the dedicated uid writes through the group, as in the host scratch dir.
+        group=uid if uid is not None else os.getegid(),
+        readable=readable_real,
+        masks=masks,
+        userns=not host.root,
+    )
+    if quota is not None:
+        spec["disk_mb"] = disk_mb
     if host.landlock_abi:
         spec["landlock_abi"] = host.landlock_abi
         spec["read"] = view.outermost([*view.python_paths(), *readable_real, *view.SYSTEM_READ])
@@ -244,14 +266,27 @@ def prepare(
         why = "unavailable: the kernel has no Landlock (Linux >= 5.13 with lsm=landlock)"
         layers["read_access"] = layers["write_access"] = why
     if level == "strict":
-        _require_all(layers)
+        try:
+            _require_all(layers)
+        except IsolationError:
+            if quota is not None:
+                quota.close()
+            raise
+
+    def cleanup() -> None:
+        if uid is not None:
+            linux.kill_uid(uid)
+        if quota is not None and not scratch.exists():
+            quota.close()  # the sandbox is gone (its owner never called plan.close())
+
     return IsolationPlan(
         level=level,
         env=scrubbed_env(scratch),
-        preexec=_preexec(limits, flags, masks, spec, strict=level == "strict"),
+        preexec=_preexec(limits, flags, masks, spec, strict=level == "strict", quota=quota),
         worker_spec=spec,
         layers=layers,
-        cleanup=(lambda: linux.kill_uid(uid)) if uid is not None else (lambda: None),
+        cleanup=cleanup,
+        close=quota.close if quota is not None else (lambda: None),
     )
 
 
@@ -282,6 +317,7 @@ def _preexec(
     spec: dict[str, Any],
     *,
     strict: bool = False,
+    quota: view.ScratchQuota | None = None,
 ) -> Callable[[], None]:
     """The function Popen runs in the child between fork and exec (plain syscalls only).
 
@@ -297,10 +333,21 @@ def _preexec(
         if confine:
             linux.set_no_new_privs()
             try:
-                if flags:
-                    linux.unshare(flags)
-                if masks:
-                    linux.mask_directories(masks)
+                joined = False
+                if quota is not None:
+                    try:
+                        quota.enter()  # its namespace already holds the masks
+                        joined = True
+                    except OSError:
+                        pass  # enter() finds scratch is not the tmpfs (strict: IsolationError)
+                if joined:
+                    if flags & linux.CLONE_NEWNET:
+                        linux.unshare(linux.CLONE_NEWNET)
+                else:
+                    if flags:
+                        linux.unshare(flags)
+                    if masks:
+                        linux.mask_directories(masks)
             except OSError:
                 if strict:
                     raise
@@ -379,6 +426,12 @@ def enter(spec: dict[str, Any]) -> dict[str, str]:
     elif spec.get("drop_capabilities"):
         linux.drop_capabilities()
     os.chdir(scratch)
+    disk_mb = spec.get("disk_mb")
+    if disk_mb:
+        found = os.statvfs(scratch)
+        if found.f_blocks * found.f_frsize != disk_mb * _MIB:
+            lost("disk_quota", "scratch is not the size-limited tmpfs (the worker could not "
+                 "join its mount namespace; was plan.close() called?)")  # fmt: skip
     abi = spec.get("landlock_abi", 0)
     if abi and not _landlocked():
         threads = len(os.listdir("/proc/self/task"))
@@ -432,6 +485,7 @@ def report(level: str = "standard") -> dict[str, str]:
             )  # fmt: skip
         finally:
             plan.cleanup()
+            plan.close()
         if proc.returncode != 0 or not proc.stdout.strip():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             return {**plan.layers, "worker": f"unavailable: probe worker failed: {tail}"}

@@ -35,6 +35,7 @@ _libc: Any = ctypes.CDLL(None, use_errno=True) if LINUX else _NoLinux()
 if isinstance(_libc, ctypes.CDLL):
     _libc.syscall.restype = ctypes.c_long
     _libc.unshare.argtypes = [ctypes.c_int]
+    _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
     _libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
     _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 
@@ -44,6 +45,8 @@ CLONE_NEWNET = 0x40000000
 
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 1, 2, 4, 32
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_MS_NOEXEC, _MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 8, 1024, 2048, 1 << 21
+_ST_RELATIME = 4096  # statvfs f_flag bit (the other bits match their MS_* flags)
 
 _PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_SET_NO_NEW_PRIVS = 4, 24, 28, 38
 # NOROOT, NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE and KEEP_CAPS off, each locked: uid 0 gains
@@ -129,6 +132,26 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace behind `fd` (an open /proc/<pid>/ns/* file)."""
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def map_own_ids(uid: int, gid: int) -> None:
+    """In a fresh user namespace, map `uid`/`gid` (ours outside) to themselves inside.
+
+    Without a mapping, files created on a filesystem mounted in the namespace (a tmpfs)
+    fail with EOVERFLOW.
+    """
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
     _check(
         _libc.mount(
@@ -164,6 +187,32 @@ def mask_directories(masks: list[tuple[str, list[str]]]) -> None:
             _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
             os.close(fd)
         _mount(None, top, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+
+
+def mount_scratch_quota(
+    scratch: str, options: str, keep: list[str], host_mntns: int
+) -> None:
+    """In a fresh mount namespace, cover `scratch` with a size-limited tmpfs (`options`:
+    size, nr_inodes, mode, uid, gid) and bind back the files in `keep` read-only.
+
+    Refuses (EPERM) to mount anything while still in the host's mount namespace `host_mntns`.
+    """
+    if namespace_id("mnt") == host_mntns:
+        raise OSError(1, "refusing to mount in the host's mount namespace")
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    fds = [(path, os.open(path, os.O_PATH | os.O_CLOEXEC)) for path in keep]
+    _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
+    for path, fd in fds:
+        # A mount point cannot be renamed, deleted or replaced (EBUSY), and the read-only
+        # bind keeps the parent's file unwritable even for a worker of the same uid.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND)
+        # A remount must keep the flags the source mount has locked (in a user namespace).
+        found = os.statvfs(path).f_flag
+        locked = found & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | _MS_NOATIME | _MS_NODIRATIME)
+        locked |= _MS_RELATIME if found & _ST_RELATIME else 0
+        _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | locked)
+        os.close(fd)
 
 
 def set_no_new_privs() -> None:

@@ -67,6 +67,8 @@ def _cleanup(state: dict[str, Any]) -> None:
     scratch = state.pop("scratch", None)
     if scratch is not None:
         shutil.rmtree(scratch, ignore_errors=True)
+    # Frees the sandbox's scratch tmpfs (disk quota), which lives in RAM.
+    state.pop("isolation_close", _nothing)()
 
 
 _MAX_NOTES = 5
@@ -122,6 +124,7 @@ class SubprocessSandbox:
             memory_mb=_memory_for(self.options.memory_mb, spec),
         )
         self._state["isolation_cleanup"] = self._plan.cleanup
+        self._state["isolation_close"] = self._plan.close
         self._init = {
             "op": "init",
             "scratch": str(scratch),

@@ -1,15 +1,21 @@
 """What a sandbox worker sees of the filesystem: where Python lives, what it may read and
-write, and which closed directories must be masked so a dedicated uid can reach Python."""
+write, which closed directories must be masked so a dedicated uid can reach Python, and
+the size-limited tmpfs its scratch dir really is."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
+import subprocess
 import sys
 import sysconfig
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
+
+from fathom.sandbox import linux
 
 # Read-only places besides Python itself: system libraries (for ctypes and subprocesses),
 # the dynamic loader's cache, time zone data, and of /proc only the worker's own entry
@@ -20,6 +26,8 @@ SYSTEM_READ = (
     "/sys/devices/system/cpu", "/dev/urandom", "/dev/random", "/dev/zero",
 )  # fmt: skip
 SYSTEM_WRITE = ("/dev/null",)
+# Empty files cost memory that size= does not count: cap them too (ENOSPC like the bytes).
+QUOTA_INODES = 65536
 
 
 def python_paths() -> list[str]:
@@ -63,3 +71,121 @@ def masks(python: list[str], extra: list[str]) -> list[tuple[str, list[str]]] | 
         inside = [p for p in python + extra if p.startswith(top + "/")]
         masks.append((top, outermost(inside)))
     return masks
+
+
+def scratch_quota(
+    scratch: str,
+    disk_mb: int,
+    *,
+    possible: bool,
+    group: int,
+    readable: list[str],
+    masks: list[tuple[str, list[str]]],
+    userns: bool,
+) -> tuple[ScratchQuota | None, str]:
+    """The tmpfs every worker of one plan gets as scratch, and the disk_quota layer's text.
+
+    `possible`: this host lets us create the mount namespace (root, or a user namespace).
+    """
+    if not possible:
+        why = "a tmpfs scratch needs a private mount namespace (root, or user namespaces)"
+        return None, f"unavailable: {why}"
+    inside = scratch.rstrip("/") + "/"
+    try:
+        quota = ScratchQuota.create(
+            scratch,
+            size_mb=disk_mb,
+            owner=os.geteuid(),
+            group=group,
+            keep=[p for p in readable if p.startswith(inside)],
+            masks=masks,
+            userns=userns,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"unavailable: could not mount a tmpfs over scratch ({exc})"
+    return quota, f"active ({disk_mb} MB tmpfs scratch, {QUOTA_INODES} files)"
+
+
+class ScratchQuota:
+    """A size-limited tmpfs over the scratch dir, in a mount namespace of its own.
+
+    A short-lived helper process builds the namespace; the parent keeps it alive through
+    descriptors to it, and every worker of one sandbox joins it (setns) between fork and
+    exec. So restarted workers find the files (and the crash-recovery snapshot) of the one
+    before, while the host's mount table never changes and the host disk never fills.
+    """
+
+    def __init__(self, mnt_fd: int, user_fd: int | None):
+        self.mnt_fd = mnt_fd
+        self.user_fd = user_fd
+        fds = [mnt_fd] if user_fd is None else [user_fd, mnt_fd]
+        # Closing the last descriptor frees the namespace and the tmpfs with it.
+        self.close = weakref.finalize(self, _close_all, fds)
+
+    @classmethod
+    def create(
+        cls,
+        scratch: str,
+        *,
+        size_mb: int,
+        owner: int,
+        group: int,
+        keep: list[str],
+        masks: list[tuple[str, list[str]]],
+        userns: bool,
+    ) -> ScratchQuota:
+        """Build the namespace (masks first, then the tmpfs); OSError says why it failed.
+
+        `keep`: the parent's files in scratch (a spilled context) shown read-only inside.
+        """
+        options = f"size={size_mb}m,nr_inodes={QUOTA_INODES},mode=1770,uid={owner},gid={group}"
+        host_mntns, uid, gid = linux.namespace_id("mnt"), os.getuid(), os.getgid()
+
+        def setup() -> None:  # in the helper, between fork and exec
+            try:
+                linux.unshare(linux.CLONE_NEWNS | (linux.CLONE_NEWUSER if userns else 0))
+                if userns:
+                    linux.map_own_ids(uid, gid)
+                if masks:
+                    linux.mask_directories(masks)
+                linux.mount_scratch_quota(scratch, options, keep, host_mntns)
+                os.write(1, b"ok\n")
+            except OSError as exc:
+                os.write(1, f"{exc}\n".encode())
+
+        cat = shutil.which("cat", path="/bin:/usr/bin")
+        if cat is None:
+            raise OSError(2, "no cat program to hold the mount namespace")
+        helper = subprocess.Popen(
+            [cat], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            preexec_fn=setup, env={}, cwd="/",
+        )  # fmt: skip
+        fds: list[int] = []
+        try:
+            # The helper sits in `cat` until its stdin closes: open its namespaces first.
+            for kind in ["user", "mnt"] if userns else ["mnt"]:
+                fds.append(os.open(f"/proc/{helper.pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            _close_all(fds)
+            raise
+        finally:
+            out, _ = helper.communicate(timeout=30)
+        said = out.decode(errors="replace").strip()
+        if said != "ok":
+            _close_all(fds)
+            raise OSError(1, said or f"the helper exited with code {helper.returncode}")
+        return cls(fds[-1], fds[0] if userns else None)
+
+    def enter(self) -> None:
+        """Join the namespace (in a worker, between fork and exec: plain syscalls only)."""
+        if not self.close.alive:  # closed: the descriptor numbers may now be someone else's
+            raise OSError(9, "the scratch quota was closed")
+        if self.user_fd is not None:
+            linux.setns(self.user_fd, linux.CLONE_NEWUSER)
+        linux.setns(self.mnt_fd, linux.CLONE_NEWNS)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

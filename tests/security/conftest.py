@@ -83,6 +83,22 @@ def start_sandbox(bridge: FakeBridge, **options: object) -> SubprocessSandbox:
     return sandbox
 
 
+def _mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as mounts:
+        return sorted(line.split()[4] for line in mounts)
+
+
+@pytest.fixture(autouse=True)
+def host_mounts_unchanged() -> Iterator[None]:
+    """No attack and no layer may change the host's mount table (tmpfs only in namespaces)."""
+    if not os.path.exists("/proc/self/mountinfo"):
+        yield
+        return
+    before = _mount_points()
+    yield
+    assert _mount_points() == before
+
+
 @pytest.fixture(autouse=True)
 def parent_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The parent holds an API key in its environment whenever a worker starts."""
