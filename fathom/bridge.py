@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fathom.errors import BudgetExceeded, ConfigError, FathomError
+from fathom.errors import BudgetExceeded, ConfigError
 from fathom.lm.base import LM, Message
 from fathom.sandbox.base import BUDGET_STOP
 from fathom.trace import LMCall, LMCallStart
@@ -25,6 +25,8 @@ T = TypeVar("T")
 ChildRunner = Callable[[str, Any, str | None], Awaitable[str]]
 
 _call_ids = itertools.count(1)
+# Characters of a prompt carried by lm_call_start (the full prompt is in lm_call).
+START_PROMPT_CHARS = 1000
 
 
 class ModelRouter:
@@ -113,7 +115,18 @@ class SubCalls:
         return self._wait(_gather(coros))
 
     def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.tree.loop).result()
+        return asyncio.run_coroutine_threadsafe(self._tracked(coro), self.tree.loop).result()
+
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` as a task the run tree can cancel when the run is cancelled."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.tree.tasks.add(task)
+        try:
+            return await coro
+        finally:
+            if task is not None:
+                self.tree.tasks.discard(task)
 
     # The work, on the run's event loop.
     async def allm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
@@ -128,26 +141,37 @@ class SubCalls:
         prompt = prompt if isinstance(prompt, str) else str(prompt)
         call_id = f"c{next(_call_ids)}"
         name = model or self.tree.router.sub.name
+        estimate = len(prompt) // 4
+        reserved = False
         try:
             lm = self.tree.router.get(model)
             name = lm.name
             async with self.tree.llm_slots:
-                self.tree.spend.reserve()
+                self.tree.spend.reserve(estimate)
+                reserved = True
                 self.tree.emit(
                     LMCallStart(
                         run_id=self.run_id, depth=self.depth, t=self.tree.clock.now(),
-                        role="sub", model=lm.name, iteration=self._iteration(), prompt=prompt,
-                        call_id=call_id, batch_id=batch_id,
+                        role="sub", model=lm.name, iteration=self._iteration(),
+                        prompt=prompt[:START_PROMPT_CHARS], call_id=call_id, batch_id=batch_id,
                     )
                 )
                 messages: list[Message] = [{"role": "user", "content": prompt}]
                 completion = await self.tree.within_budget(lm.acomplete(messages))
         except BudgetExceeded as exc:
+            if reserved:
+                self.tree.spend.release(estimate)
             return self._failed(call_id, batch_id, name, prompt, f"{BUDGET_STOP}: {exc}")
-        except (FathomError, Exception) as exc:  # a failing sub-call must not kill the run
+        except Exception as exc:  # a failing sub-call must not kill the run
+            if reserved:
+                self.tree.spend.release(estimate)
             error = f"Error: {type(exc).__name__}: {exc}"
             return self._failed(call_id, batch_id, name, prompt, error)
-        self.tree.spend.record(completion.model or name, completion.usage)
+        except BaseException:
+            if reserved:
+                self.tree.spend.release(estimate)
+            raise
+        self.tree.spend.record(completion.model or name, completion.usage, estimate)
         self.tree.emit(
             LMCall(
                 run_id=self.run_id, depth=self.depth, t=self.tree.clock.now(), role="sub",

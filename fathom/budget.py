@@ -22,7 +22,9 @@ class Budget:
     def __post_init__(self) -> None:
         for name in ("usd", "tokens", "seconds", "calls"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int | float) or value < 0):
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0
+            ):
                 raise ConfigError(
                     f"Budget({name}={value!r}) is invalid: "
                     "pass a number >= 0, or None for no limit."
@@ -40,7 +42,9 @@ class Spend:
 
     Model calls `reserve()` before they start (so no call begins once a limit is
     reached, and `calls` can never be overshot by concurrent sub-calls) and
-    `record()` what they cost when they finish.
+    `record()` what they cost when they finish. A reservation carries an estimate of
+    the call's tokens, counted (with dollars at the rate seen so far) until the call
+    settles, so many concurrent calls cannot all start against the same headroom.
     """
 
     def __init__(self, budget: Budget | None = None) -> None:
@@ -50,6 +54,7 @@ class Spend:
         self._usage = Usage()
         self._by_model: dict[str, Usage] = {}
         self._reserved_calls = 0
+        self._in_flight_tokens = 0
         self._stopped: str | None = None
 
     @property
@@ -76,9 +81,10 @@ class Spend:
 
     def _exhausted_locked(self) -> str | None:
         b, u = self.budget, self._usage
-        if b.usd is not None and u.usd >= b.usd:
+        rate = u.usd / u.total_tokens if u.total_tokens else 0.0
+        if b.usd is not None and u.usd + self._in_flight_tokens * rate >= b.usd:
             return "usd"
-        if b.tokens is not None and u.total_tokens >= b.tokens:
+        if b.tokens is not None and u.total_tokens + self._in_flight_tokens >= b.tokens:
             return "tokens"
         if b.seconds is not None and self.elapsed >= b.seconds:
             return "seconds"
@@ -86,7 +92,7 @@ class Spend:
             return "calls"
         return None
 
-    def reserve(self) -> None:
+    def reserve(self, estimated_tokens: int = 0) -> None:
         """Claim one model call, or raise BudgetExceeded if a limit is already reached."""
         with self._lock:
             limit = self._exhausted_locked()
@@ -94,10 +100,17 @@ class Spend:
                 self._stopped = self._stopped or limit
                 raise BudgetExceeded(self.describe_limit(limit))
             self._reserved_calls += 1
+            self._in_flight_tokens += estimated_tokens
 
-    def record(self, model: str, usage: Usage) -> None:
-        """Add what a finished call to `model` cost."""
+    def release(self, estimated_tokens: int) -> None:
+        """Drop the estimate of a reserved call that failed without a usage."""
         with self._lock:
+            self._in_flight_tokens = max(0, self._in_flight_tokens - estimated_tokens)
+
+    def record(self, model: str, usage: Usage, estimated_tokens: int = 0) -> None:
+        """Add what a finished call to `model` cost, replacing its reserved estimate."""
+        with self._lock:
+            self._in_flight_tokens = max(0, self._in_flight_tokens - estimated_tokens)
             self._usage = self._usage + usage
             self._by_model[model] = self._by_model.get(model, Usage()) + usage
 

@@ -190,6 +190,8 @@ class Context:
             return cls.from_stdin(errors=errors)
         if len(items) == 1 and not _is_glob(os.fspath(items[0])):
             return cls.from_path(items[0], errors=errors)
+        if sum(os.fspath(item) == "-" for item in items) > 1:
+            raise ContextError("'-' (standard input) can be given only once: it is read once.")
         files: dict[str, Path] = {}
         skipped: dict[str, str] = {}
         owned: list[Path] = []
@@ -326,6 +328,12 @@ class Context:
     def __repr__(self) -> str:
         meta = self.metadata()
         return f"<Context {meta.kind}, {meta.total_chars:,} chars, source={meta.source!r}>"
+
+    def files(self) -> list[Path]:
+        """The files this context reads from disk (none for an in-memory value)."""
+        if self._text_file is not None:
+            return [self._text_file]
+        return list(self._files.values()) if self._files is not None else []
 
     def _file_spec(self) -> dict[str, Any]:
         if self._text_file is not None:

@@ -8,6 +8,7 @@ Each run in the tree has its own Engine and its own sandbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fathom import prompts, protocol
-from fathom.bridge import ModelRouter, SubCalls
+from fathom.bridge import START_PROMPT_CHARS, ModelRouter, SubCalls
 from fathom.budget import Spend
 from fathom.context import Context
 from fathom.errors import BudgetExceeded, FathomError, LMError
 from fathom.lm.base import Completion, Message
 from fathom.result import Result, StopReason
 from fathom.sandbox import SandboxFactory, SandboxOptions, create
-from fathom.sandbox.base import ExecResult, Sandbox
+from fathom.sandbox.base import BUDGET_STOP, ExecResult, Sandbox
 from fathom.trace import (
     Clock,
     Event,
@@ -92,9 +93,25 @@ class RunTree:
         self.loop = loop
         self.clock = Clock()
         self.llm_slots = asyncio.Semaphore(config.max_concurrency)
-        # Sandbox calls block; each running (child) run needs a thread of its own, so the
-        # pool is sized for deep, wide trees rather than for the CPU count.
-        self.threads = ThreadPoolExecutor(max_workers=256, thread_name_prefix="fathom-run")
+        # Live child runs per depth. One semaphore per depth, not one shared: a parent holds
+        # its slot while it waits for its own children, which draw from the next depth.
+        self._child_slots: dict[int, asyncio.Semaphore] = {}
+        # Sub-call and child-run tasks, so a cancelled run can cancel its whole tree.
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def child_slots(self, depth: int) -> asyncio.Semaphore:
+        """The semaphore bounding live child runs at `depth`."""
+        if depth not in self._child_slots:
+            self._child_slots[depth] = asyncio.Semaphore(self.config.max_concurrency)
+        return self._child_slots[depth]
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every sub-call and child run still going, and wait for their cleanup."""
+        pending = [task for task in self.tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def within_budget(self, call: Awaitable[T]) -> T:
         """Await a model call, cut off with BudgetExceeded when the time budget runs out."""
@@ -106,9 +123,6 @@ class RunTree:
         except TimeoutError:
             raise BudgetExceeded(self.spend.describe_limit("seconds")) from None
 
-    async def blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking sandbox call off the event loop."""
-        return await self.loop.run_in_executor(self.threads, fn, *args)
 
 
 class Engine:
@@ -124,6 +138,15 @@ class Engine:
         self.iteration = 0
         self._last_text = ""
         self._last_output = ""
+        self._digest: list[str] = []
+        self._placeholders: set[int] = set()
+        self._elided = 0
+        # This run's sandbox calls are sequential: one thread of its own, so a wide tree
+        # of waiting parents can never starve its children of threads.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fathom-d{depth}")
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.tree.loop.run_in_executor(self._thread, fn, *args)
 
     def _event(self, cls: type[Event], **fields: Any) -> None:
         self.tree.emit(cls(run_id=self.run_id, depth=self.depth, t=self.tree.clock.now(), **fields))
@@ -142,7 +165,7 @@ class Engine:
                 tree, run_id=self.run_id, depth=self.depth,
                 iteration=lambda: self.iteration, run_child=self._run_child,
             )
-            await tree.blocking(sandbox.start, context, bridge)
+            await self._blocking(sandbox.start, context, bridge)
             self._event(
                 RunStart, query=query, context=metadata.to_dict(), model=tree.router.root.name,
                 sub_model=tree.router.sub.name, config=tree.config.to_dict(),
@@ -159,11 +182,23 @@ class Engine:
             answer, reason = self._best_answer(), "budget"
         except FathomError as exc:
             answer, reason, error = self._best_answer(), "error", str(exc)
+        except asyncio.CancelledError:
+            self._end(started, self._best_answer(), "error", "cancelled")
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: end, and say why
+            answer, reason = self._best_answer(), "error"
+            error = f"{type(exc).__name__}: {exc}"
         finally:
             if sandbox is not None:
-                await tree.blocking(sandbox.close)
+                # Not on this run's own thread: a cancelled block may still be running there.
+                await asyncio.to_thread(sandbox.close)
+            self._thread.shutdown(wait=False)
+        return self._end(started, answer, reason, error)
+
+    def _end(self, started: float, answer: str, reason: StopReason, error: str | None) -> Result:
         seconds = time.monotonic() - started
-        usage = tree.spend.by_model()
+        spend = self.tree.spend
+        usage = spend.by_model()
         self._event(
             RunEnd, answer=answer, stop_reason=reason, iterations=self.iteration,
             usage={m: u.to_dict() for m, u in usage.items()}, seconds=seconds, error=error,
@@ -171,8 +206,7 @@ class Engine:
         return Result(
             answer=answer, stop_reason=reason, iterations=self.iteration, usage=usage,
             run_id=self.run_id, seconds=seconds, error=error,
-            budget_limit=(tree.spend.stopped_by or tree.spend.exhausted())
-            if reason == "budget" else None,
+            budget_limit=(spend.stopped_by or spend.exhausted()) if reason == "budget" else None,
         )
 
     async def _loop(
@@ -198,7 +232,7 @@ class Engine:
                 messages.append({"role": "user", "content": prompts.next_turn(query, outputs)})
             else:
                 messages.append({"role": "user", "content": prompts.NUDGE.format(query=query)})
-        return await self._last_chance(query, messages), "max_iterations"
+        return await self._last_chance(query, messages, sandbox), "max_iterations"
 
     async def _execute_reply(
         self, reply: str, sandbox: Sandbox
@@ -206,7 +240,7 @@ class Engine:
         """Run the reply's code blocks, then any FINAL written as text; return the final if any."""
         blocks = protocol.code_blocks(reply)
         outputs: list[str] = []
-        share = max(1000, self.tree.config.output_limit // max(1, len(blocks)))
+        share = max(200, self.tree.config.output_limit // max(1, len(blocks)))
         for index, code in enumerate(blocks, 1):
             result = await self._execute(sandbox, code)
             if result.final is not None:
@@ -231,7 +265,7 @@ class Engine:
             if remaining <= 0:
                 raise BudgetExceeded(self.tree.spend.describe_limit("seconds"))
             timeout = min(timeout, remaining)
-        result: ExecResult = await self.tree.blocking(sandbox.execute, code, timeout)
+        result: ExecResult = await self._blocking(sandbox.execute, code, timeout)
         self._last_output = result.stdout or self._last_output
         self._event(
             ExecEvent, iteration=self.iteration, code=code, stdout=result.stdout,
@@ -244,47 +278,56 @@ class Engine:
         self._event(FinalEvent, answer=answer, source=source, iteration=self.iteration)
         return answer, "final"
 
-    async def _ask(self, messages: list[Message]) -> str:
+    async def _ask(self, messages: list[Message], *, last: bool = False) -> str:
         """One root call: budget reserved first, usage recorded, traced."""
         tree = self.tree
-        tree.spend.reserve()
+        estimate = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
         lm = tree.router.root
-        call_id = f"r{self.run_id}-{self.iteration}"
-        self._event(
-            LMCallStart, role="root", model=lm.name, iteration=self.iteration,
-            prompt=messages[-1]["content"], call_id=call_id,
-        )
-        try:
-            completion: Completion = await tree.within_budget(lm.acomplete(messages))
-        except Exception as exc:
+        call_id = f"r{self.run_id}-{self.iteration}" + ("-last" if last else "")
+        prompt = messages[-1]["content"]
+        # Children's root calls share the sub-call slots, so max_concurrency bounds the
+        # whole tree; the root's own calls never wait behind its sub-calls.
+        slot = tree.llm_slots if self.depth > 0 else contextlib.nullcontext()
+        async with slot:
+            tree.spend.reserve(estimate)
             self._event(
-                LMCall, role="root", model=lm.name, iteration=self.iteration,
-                prompt=messages[-1]["content"], error=f"{type(exc).__name__}: {exc}",
-                call_id=call_id,
+                LMCallStart, role="root", model=lm.name, iteration=self.iteration,
+                prompt=prompt[:START_PROMPT_CHARS], call_id=call_id,
             )
-            if isinstance(exc, FathomError):
-                raise
-            raise LMError(f"The root model {lm.name} failed: {type(exc).__name__}: {exc}") from exc
-        tree.spend.record(completion.model or lm.name, completion.usage)
+            try:
+                completion: Completion = await tree.within_budget(lm.acomplete(messages))
+            except BaseException as exc:
+                tree.spend.release(estimate)
+                self._event(
+                    LMCall, role="root", model=lm.name, iteration=self.iteration, prompt=prompt,
+                    error=f"{type(exc).__name__}: {exc}", call_id=call_id,
+                )
+                if isinstance(exc, FathomError) or not isinstance(exc, Exception):
+                    raise
+                raise LMError(
+                    f"The root model {lm.name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        tree.spend.record(completion.model or lm.name, completion.usage, estimate)
         self._event(
             LMCall, role="root", model=completion.model or lm.name, iteration=self.iteration,
-            prompt=messages[-1]["content"], response=completion.text,
+            prompt=prompt, response=completion.text,
             prompt_tokens=completion.usage.prompt_tokens,
             completion_tokens=completion.usage.completion_tokens, seconds=completion.seconds,
             usd=completion.usage.usd, cached=completion.cached, call_id=call_id,
         )
         return completion.text
 
-    async def _last_chance(self, query: str, messages: list[Message]) -> str:
-        """Out of iterations: ask once for the best answer, without running code."""
+    async def _last_chance(self, query: str, messages: list[Message], sandbox: Sandbox) -> str:
+        """Out of iterations: ask once for the best answer (a FINAL_VAR still resolves)."""
         messages.append({"role": "user", "content": prompts.LAST_CHANCE.format(query=query)})
         try:
-            reply = await self._ask(messages)
+            reply = await self._ask(messages, last=True)
+            final, _ = await self._execute_reply(reply, sandbox)
         except BudgetExceeded:
             return self._best_answer()
-        final = protocol.find_final(reply)
-        answer = final.value if final and final.kind == "answer" else protocol.strip_code(reply)
-        answer = answer.strip() or self._best_answer()
+        if final is not None:
+            return final[0]
+        answer = protocol.strip_code(reply).strip() or self._best_answer()
         self._event(FinalEvent, answer=answer, source="forced", iteration=self.iteration)
         return answer
 
@@ -296,43 +339,53 @@ class Engine:
         """Elide old turns once the history passes `compact_at` of the root model's window."""
         limit = self.tree.config.compact_at * self.tree.router.root.context_window * CHARS_PER_TOKEN
         size = sum(len(m["content"]) for m in messages)
-        # messages: system, first user turn, then assistant/user pairs.
+        # messages: system, first user turn, then assistant/user pairs; `old` starts with an
+        # assistant turn and ends with a user turn, so the replacement keeps roles alternating.
         old = messages[2 : len(messages) - KEEP_RECENT_TURNS]
         if size <= limit or len(old) < 2:
             return False
-        digest = []
-        for message in old:
+        fresh = [m for m in old if id(m) not in self._placeholders]
+        for message in fresh:
             if message["role"] == "assistant":
                 for code in protocol.code_blocks(message["content"]):
-                    digest.append(protocol.truncate(code.strip(), 300))
-        note = prompts.COMPACTED.format(turns=len(old), digest="\n---\n".join(digest) or "(none)")
-        messages[2 : len(messages) - KEEP_RECENT_TURNS] = [
+                    self._digest.append(protocol.truncate(code.strip(), 300))
+        self._elided += len(fresh)
+        # Older digests go first when the note itself grows too long.
+        digest = "\n---\n".join(self._digest)[-int(limit // 4) :] or "(none)"
+        note = prompts.COMPACTED.format(turns=self._elided, digest=digest)
+        placeholder: list[Message] = [
+            {"role": "assistant", "content": "(earlier turns elided)"},
             {"role": "user", "content": note},
-            {"role": "assistant", "content": "Understood; I will use SHOW_VARS() as needed."},
         ]
+        self._placeholders = {id(m) for m in placeholder}
+        messages[2 : len(messages) - KEEP_RECENT_TURNS] = placeholder
         return True
 
     async def _run_child(self, prompt: str, context: Any, batch_id: str | None) -> str:
         """rlm_query: a child run with its own sandbox; its context defaults to the prompt."""
+        child_context = Context.from_value(prompt if context is None else context)
         child = Engine(self.tree, depth=self.depth + 1, parent_run_id=self.run_id)
-        self._event(
-            SubRLMStart, child_run_id=child.run_id, prompt=prompt, iteration=self.iteration,
-            batch_id=batch_id,
-        )
-        child_context: Context | None = None
         try:
-            child_context = Context.from_value(prompt if context is None else context)
-            result = await child.run(prompt, child_context)
-        except Exception as exc:
-            self._event(SubRLMEnd, child_run_id=child.run_id, stop_reason="error", error=str(exc))
-            raise
+            async with self.tree.child_slots(child.depth):
+                self._event(
+                    SubRLMStart, child_run_id=child.run_id, prompt=prompt,
+                    iteration=self.iteration, batch_id=batch_id,
+                )
+                try:
+                    result = await child.run(prompt, child_context)
+                except Exception as exc:
+                    self._event(
+                        SubRLMEnd, child_run_id=child.run_id, stop_reason="error", error=str(exc)
+                    )
+                    raise
         finally:
-            if child_context is not None:
-                child_context.close()
+            child_context.close()
         self._event(
             SubRLMEnd, child_run_id=child.run_id, answer=result.answer,
             stop_reason=result.stop_reason, error=result.error,
         )
+        if result.stop_reason == "budget":
+            return f"{BUDGET_STOP}: the child run stopped at the budget ({result.answer[:200]})"
         if result.stop_reason == "error" and not result.answer:
             return f"Error: rlm_query failed: {result.error}"
         return result.answer

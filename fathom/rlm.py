@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,11 @@ from fathom.engine import Engine, RunConfig, RunTree
 from fathom.errors import ConfigError
 from fathom.lm.base import LM
 from fathom.result import Result
-from fathom.sandbox import IsolationLevel, SandboxFactory, SandboxOptions
+from fathom.sandbox import IsolationLevel, SandboxFactory, SandboxOptions, sandbox_names
 from fathom.trace import Event, TraceWriter
 
 EventHandler = Callable[[Event], None]
+logger = logging.getLogger("fathom")
 
 
 class RLM:
@@ -46,6 +49,29 @@ class RLM:
     ) -> None:
         _check_positive(max_iterations=max_iterations, max_concurrency=max_concurrency,
                         exec_timeout=exec_timeout, output_limit=output_limit)
+        for name, value in (("model", model), ("sub_model", sub_model)):
+            if value is not None and not isinstance(value, str) and not hasattr(value, "acomplete"):
+                raise ConfigError(
+                    f"{name}={value!r} is not a model: pass a spec string such as "
+                    "'openai:gpt-5-mini' or 'local', or an object implementing fathom.lm.LM."
+                )
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError(
+                f"budget={budget!r} is invalid: pass fathom.Budget(usd=..., tokens=..., "
+                "seconds=..., calls=...)."
+            )
+        if isinstance(allowed_models, str):
+            raise ConfigError("allowed_models must be a list of model specs, not one string.")
+        if isinstance(sandbox, str) and sandbox not in sandbox_names():
+            raise ConfigError(
+                f"Unknown sandbox {sandbox!r}: use one of {', '.join(sandbox_names())}, "
+                "or pass a callable that returns a Sandbox."
+            )
+        if memory_mb is not None and memory_mb < 64:
+            raise ConfigError(
+                f"memory_mb={memory_mb} is too small for a Python worker: pass at least 64, "
+                "or None for no limit."
+            )
         if max_depth < 0:
             raise ConfigError(f"max_depth={max_depth} is invalid: pass 0 (no recursion) or more.")
         if not 0 < compact_at <= 1:
@@ -104,20 +130,17 @@ class RLM:
         owned = not isinstance(context, Context)
         ctx = Context.from_value(context)
         router = self._router()
-        writer = TraceWriter(self.trace) if self.trace is not None else None
-        sinks = [s for s in (writer, self.on_event) if s is not None]
-
-        def emit(event: Event) -> None:
-            for sink in sinks:
-                sink(event)
-
+        self._check_prices(router)
+        self._check_trace_is_not_input(ctx)
+        writer = _open_trace(self.trace) if self.trace is not None else None
+        emit = _Sinks([s for s in (writer, self.on_event) if s is not None])
         tree = RunTree(self.config, router, Spend(self.budget), emit, asyncio.get_running_loop())
         try:
             result = await Engine(tree).run(query, ctx)
         finally:
-            tree.threads.shutdown(wait=False)
+            await tree.cancel_tasks()
             if writer is not None:
-                writer.close()
+                _close_trace(writer)
             if owned:
                 ctx.close()
         if self.trace is not None:
@@ -137,6 +160,32 @@ class RLM:
         sub = root if self.sub_model is None else wrap(resolve(self.sub_model))
         return ModelRouter(root, sub, self.allowed_models, wrap)
 
+    def _check_trace_is_not_input(self, ctx: Context) -> None:
+        if self.trace is None:
+            return
+        target = self.trace.resolve()
+        if any(path.resolve() == target for path in ctx.files()):
+            raise ConfigError(
+                f"The trace path {self.trace} is one of the input files; writing the trace "
+                "would destroy it. Pass another trace path."
+            )
+
+    def _check_prices(self, router: ModelRouter) -> None:
+        """Warn when a dollar budget cannot see what a model costs."""
+        if self.budget is None or self.budget.usd is None:
+            return
+        from fathom.lm import pricing
+
+        for lm in {router.root.name: router.root, router.sub.name: router.sub}.values():
+            provider, _, model = lm.name.partition(":")
+            if provider in ("openai", "anthropic") and not pricing.is_priced(model or lm.name):
+                warnings.warn(
+                    f"Budget(usd=...) cannot limit {lm.name}: it is not in fathom's price "
+                    "table, so its calls count as $0. Set its price with "
+                    "fathom.lm.pricing.set_price(...) or add a tokens/calls limit.",
+                    stacklevel=3,
+                )
+
     def _cache_wrapper(self) -> Callable[[LM], LM]:
         if self.cache is None:
             return lambda lm: lm
@@ -144,6 +193,56 @@ class RLM:
 
         store = ResponseCache(self.cache)
         return lambda lm: CachedLM(lm, store)
+
+
+class _Sinks:
+    """Delivers events to every sink; a sink that raises is reported once and dropped,
+    so a buggy callback never ends a run or cuts its trace short."""
+
+    def __init__(self, sinks: list[EventHandler]) -> None:
+        self._sinks = sinks
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(event)
+            except Exception as exc:
+                with self._lock:
+                    if sink in self._sinks:
+                        self._sinks.remove(sink)
+                logger.warning("on_event handler %r raised %s: %s; it gets no more events",
+                               sink, type(exc).__name__, exc)
+
+
+_open_traces: set[Path] = set()
+_open_traces_lock = threading.Lock()
+
+
+def _open_trace(path: Path) -> TraceWriter:
+    """A writer for `path`, refused while another run of this process writes the same file."""
+    key = path.resolve()
+    with _open_traces_lock:
+        if key in _open_traces:
+            raise ConfigError(
+                f"Another run is writing the trace {path}; give each concurrent run its own "
+                "trace path (e.g. RLM(trace=f'run-{n}.jsonl'))."
+            )
+        _open_traces.add(key)
+    try:
+        return TraceWriter(path)
+    except OSError as exc:
+        with _open_traces_lock:
+            _open_traces.discard(key)
+        raise ConfigError(
+            f"Cannot write the trace {path}: {exc.strerror or exc}; pass a writable path."
+        ) from exc
+
+
+def _close_trace(writer: TraceWriter) -> None:
+    writer.close()
+    with _open_traces_lock:
+        _open_traces.discard(writer.path.resolve())
 
 
 def _with_trace(result: Result, path: str) -> Result:
@@ -154,6 +253,8 @@ def _with_trace(result: Result, path: str) -> Result:
 
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} is invalid: pass a number greater than 0.")
         if value <= 0:
             raise ConfigError(f"{name}={value} is invalid: pass a number greater than 0.")
 

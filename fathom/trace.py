@@ -171,7 +171,11 @@ class TraceWriter:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
+        # Lone surrogates (from surrogateescape-decoded bytes) are written as \\udcff escapes,
+        # which JSON reads back as the same character, instead of failing the run.
+        self._file: IO[str] | None = self.path.open(
+            "w", encoding="utf-8", errors="backslashreplace"
+        )
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
@@ -226,6 +230,8 @@ def iter_events(path: str | Path, *, partial: bool = True) -> Iterator[Event]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise TraceError(f"Cannot read trace {path}: {exc.strerror or exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path} is not UTF-8 text; is this a fathom trace?") from exc
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -45,3 +45,14 @@ def test_tokens_and_usd_limits() -> None:
     with pytest.raises(BudgetExceeded, match="tokens limit of 100"):
         spend.reserve()
     assert spend.by_model()["m"].total_tokens == 110
+
+
+def test_calls_in_flight_count_against_the_token_limit() -> None:
+    spend = Spend(Budget(tokens=1000))
+    spend.reserve(estimated_tokens=600)
+    spend.reserve(estimated_tokens=600)  # 600 < 1000: may start
+    with pytest.raises(BudgetExceeded):
+        spend.reserve(estimated_tokens=10)  # 1200 in flight: no new call
+    spend.record("m", Usage(prompt_tokens=100, completion_tokens=10, calls=1), 600)
+    spend.release(600)
+    spend.reserve(estimated_tokens=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from pathlib import Path
 
@@ -294,3 +295,111 @@ def test_unexpected_model_exception_ends_the_run_with_an_error() -> None:
     result = fathom.RLM(ScriptedLM([ValueError("bad json")]), sandbox="inprocess").run("q", "c")
     assert result.stop_reason == "error"
     assert result.error and "ValueError: bad json" in result.error
+
+
+def test_a_failing_on_event_handler_does_not_end_the_run(tmp_path: Path) -> None:
+    def broken(event: object) -> None:
+        raise ValueError("bug in my handler")
+
+    trace = tmp_path / "t.jsonl"
+    rlm = fathom.RLM(ScriptedLM([repl("x = 1"), repl("FINAL('ok')")]), sandbox="inprocess",
+                     on_event=broken, trace=trace)
+    assert rlm.run("q", "c").answer == "ok"
+    assert isinstance(read(trace)[-1], RunEnd)
+
+
+def test_concurrent_runs_may_not_share_a_trace_file(tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+
+    async def main() -> list[object]:
+        slow = ScriptedLM([repl("FINAL(1)")] * 2, latency=0.2)
+        rlm = fathom.RLM(slow, sandbox="inprocess", trace=trace)
+        return await asyncio.gather(rlm.arun("q", "c"), rlm.arun("q", "c"),
+                                    return_exceptions=True)
+
+    outcomes = asyncio.run(main())
+    assert sum(isinstance(o, fathom.ConfigError) for o in outcomes) == 1
+    assert sum(isinstance(o, fathom.Result) for o in outcomes) == 1
+
+
+def test_many_children_do_not_starve_each_other_of_threads() -> None:
+    lm = by_query({
+        "top": [repl("r = rlm_query_batched([f'child {i}' for i in range(300)])\n"
+                     "FINAL(sum(x == 'done' for x in r))")],
+    })
+    children = ScriptedLM(lambda m: repl("FINAL('done')") if "Query: child" in m[1]["content"]
+                          else lm.complete(m).text)
+    result = fathom.RLM(children, sandbox="inprocess", max_depth=1,
+                        max_concurrency=8).run("top", "c")
+    assert result.answer == "300"
+
+
+def test_compaction_keeps_roles_alternating() -> None:
+    replies = [repl(f"v{i} = {i}\nprint('x' * 3000)") for i in range(14)]
+    root = ScriptedLM([*replies, repl("FINAL(1)")], context_window=4_000)
+    fathom.RLM(root, sandbox="inprocess").run("q", "c")
+    for messages in root.calls:
+        roles = [m["role"] for m in messages]
+        assert roles[0] == "system"
+        assert all(a != b for a, b in itertools.pairwise(roles[1:])), roles
+        assert all(set(m) == {"role", "content"} for m in messages)
+    last_note = [m["content"] for m in root.calls[-1] if "earlier turns" in m["content"]]
+    assert last_note and "v0 = 0" in last_note[-1]  # digests of older compactions are kept
+
+
+def test_last_chance_final_var_is_resolved() -> None:
+    root = ScriptedLM([repl("city = 'Paris'"), 'FINAL_VAR("city")'])
+    result = fathom.RLM(root, sandbox="inprocess", max_iterations=1).run("q", "c")
+    assert (result.answer, result.stop_reason) == ("Paris", "max_iterations")
+
+
+def test_a_child_stopped_by_the_budget_raises_budget_exceeded_in_the_parent() -> None:
+    lm = by_query({
+        "top": [repl("try:\n    rlm_query('child')\nexcept Exception as e:\n"
+                     "    print('stopped', type(e).__name__)"),
+                repl("FINAL('never')")],
+        "child": [repl("x = 1")] * 10,
+    })
+    seen: list[object] = []
+    result = fathom.RLM(lm, sandbox="inprocess", budget=fathom.Budget(calls=4),
+                        on_event=seen.append).run("top", "c")
+    assert result.stop_reason == "budget"
+    outputs = [e.stdout for e in seen if isinstance(e, ExecEvent) and e.depth == 0]
+    assert "stopped BudgetExceeded" in "".join(outputs)
+
+
+def test_children_share_the_concurrency_limit() -> None:
+    in_flight = 0
+    peak = 0
+    lock = threading.Lock()
+
+    class Counting(ScriptedLM):
+        async def acomplete(
+            self, messages: list[Message], **options: object
+        ) -> fathom.lm.Completion:
+            nonlocal in_flight, peak
+            with lock:
+                in_flight += 1
+                peak = max(peak, in_flight)
+            await asyncio.sleep(0.02)
+            with lock:
+                in_flight -= 1
+            return await super().acomplete(messages)
+
+    def respond(messages: list[Message]) -> str:
+        if "Query: top" in messages[1]["content"]:
+            return repl("FINAL(len(rlm_query_batched([f'c{i}' for i in range(12)])))")
+        return repl("FINAL('x')")
+
+    result = fathom.RLM(Counting(respond), sandbox="inprocess", max_concurrency=3).run("top", "c")
+    assert result.answer == "12"
+    assert peak <= 3 + 1  # three children plus the root's own call
+
+
+def test_concurrent_sub_calls_cannot_all_start_against_the_same_token_headroom() -> None:
+    root = ScriptedLM([repl("r = llm_query_batched(['x' * 400] * 40)")] * 3)
+    sub = ScriptedLM(lambda m: "y" * 400, name="sub", latency=0.05)
+    result = fathom.RLM(root, sub, sandbox="inprocess", max_concurrency=16,
+                        budget=fathom.Budget(tokens=3000)).run("q", "c")
+    assert result.stop_reason == "budget"
+    assert result.total_usage.total_tokens < 3000 * 1.5

@@ -44,3 +44,28 @@ def test_truncate_keeps_head_and_tail() -> None:
     assert short.startswith("A") and short.endswith("B")
     assert "truncated" in short
     assert truncate("short", 200) == "short"
+
+
+def test_crlf_replies_parse_like_unix_ones() -> None:
+    reply = "Look\r\n```repl\r\nx = 1\r\n```\r\nFINAL(Paris)\r\n"
+    assert code_blocks(reply) == ["x = 1\n"]
+    assert find_final(reply) == TextFinal("answer", "Paris")
+
+
+def test_unclosed_block_is_code_not_prose() -> None:
+    reply = "```repl\nanswer = compute()\nFINAL(answer)"
+    assert code_blocks(reply) == ["answer = compute()\nFINAL(answer)"]
+    assert find_final(reply) is None
+
+
+def test_backticks_inside_code_do_not_end_the_block() -> None:
+    reply = '```repl\nfence = "```"\nFINAL(len(fence))\n```\n'
+    assert code_blocks(reply) == ['fence = "```"\nFINAL(len(fence))\n']
+    assert find_final(reply) is None
+
+
+def test_final_stops_at_its_own_closing_parenthesis() -> None:
+    assert find_final("FINAL(42)\nSource: the table (row 3)") == TextFinal("answer", "42")
+    assert find_final("FINAL(a)\nFINAL_VAR(b)") == TextFinal("answer", "a")
+    assert find_final('FINAL("a (b")') == TextFinal("answer", "a (b")
+    assert find_final("FINAL(no close\nnext line") == TextFinal("answer", "no close")
