@@ -132,8 +132,13 @@ def ask(
         _fail("the question is empty: pass it with -q \"...\"", EXIT_USAGE)
     try:
         context = fathom.Context.from_paths(list(paths))
+        skipped = context.metadata().skip_reasons
     except FathomError as exc:
         _fail(str(exc), _exit_code_for(exc))
+    if skipped and not quiet:
+        shown = ", ".join(f"{name} ({why})" for name, why in list(skipped.items())[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        click.echo(f"fathom: skipped {len(skipped)} file(s): {shown}{more}", err=True)
     budget = None
     if max_usd is not None or max_seconds is not None or max_tokens is not None:
         budget = fathom.Budget(usd=max_usd, seconds=max_seconds, tokens=max_tokens)

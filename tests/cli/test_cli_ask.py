@@ -67,6 +67,7 @@ def test_directory_becomes_a_dict_of_relative_paths(fathom_cli: Runner, tmp_path
     assert out.returncode == 0, out.stderr
     assert out.stdout == "a.txt=first, sub/b.md=second\n"
     assert "logo.png" in first_prompt  # the binary file is skipped and listed for the model
+    assert "skipped 1 file(s): logo.png" in out.stderr  # and the user is told too
 
 
 def test_glob_and_several_paths(fathom_cli: Runner, tmp_path: Path) -> None:
