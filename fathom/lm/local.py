@@ -160,6 +160,12 @@ class LocalLM:
 
     def complete(self, messages: list[Message], **options: Any) -> Completion:
         """Generate a reply; raises ContextWindowError when the prompt cannot fit."""
+        return self._generate(messages, None, **options)
+
+    def _generate(
+        self, messages: list[Message], cancel: threading.Event | None, **options: Any
+    ) -> Completion:
+        """Stream tokens so a cancelled call (a budget or Ctrl-C) stops within one token."""
         max_tokens = int(options.get("max_tokens") or DEFAULT_MAX_TOKENS)
         start = time.perf_counter()
         with self._loaded.lock:
@@ -170,8 +176,9 @@ class LocalLM:
                     f"is {self.context_window}; shorten it or use a larger model."
                 )
             try:
-                response = self._loaded.llama.create_chat_completion(
+                stream = self._loaded.llama.create_chat_completion(
                     messages=messages,
+                    stream=True,
                     # Never ask for more than what is left of the window.
                     max_tokens=max(1, min(max_tokens, self.context_window - needed)),
                     temperature=float(options.get("temperature", 0.2)),
@@ -180,24 +187,36 @@ class LocalLM:
                     seed=int(options.get("seed", 0)),
                     stop=options.get("stop"),
                 )
+                parts: list[str] = []
+                tokens = 0
+                for chunk in stream:
+                    delta = chunk["choices"][0].get("delta", {}).get("content")
+                    if delta:
+                        parts.append(delta)
+                        tokens += 1
+                    if cancel is not None and cancel.is_set():
+                        break
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise ContextWindowError(f"{self.name}: {exc}; shorten the prompt.") from exc
                 raise LMError(f"{self.name}: {exc}") from exc
-        text = response["choices"][0]["message"].get("content") or ""
-        usage = response.get("usage") or {}
-        prompt = int(usage.get("prompt_tokens") or needed)
-        completion = int(usage.get("completion_tokens") or 0)
         return Completion(
-            text=text,
+            text="".join(parts),
             model=self.name,
-            usage=Usage(prompt, completion, 0, 0.0, 1),
+            usage=Usage(needed, tokens, 0, 0.0, 1),
             seconds=time.perf_counter() - start,
         )
 
     async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
-        """Async form of `complete`: runs in a thread, so the event loop stays free."""
-        return await asyncio.to_thread(self.complete, messages, **options)
+        """Async form of `complete`: runs in a thread, so the event loop stays free.
+
+        Cancelling it (a time budget, Ctrl-C) stops the generation at the next token.
+        """
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, messages, cancel, **options)
+        finally:
+            cancel.set()
 
 
 def from_spec(model: str) -> LocalLM:

@@ -101,3 +101,17 @@ def test_missing_default_weights_names_the_package(monkeypatch: pytest.MonkeyPat
 @pytest.mark.llamacpp
 def test_window_is_capped_at_the_trained_size(lm: local.LocalLM) -> None:
     assert local.LocalLM(n_ctx=16_384).context_window == 8192
+
+
+@pytest.mark.llamacpp
+def test_a_cancelled_call_stops_generating_and_frees_the_model(lm: local.LocalLM) -> None:
+    ask = [{"role": "user", "content": "Write a very long story about the sea."}]
+
+    async def cut_short() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(lm.acomplete(ask, max_tokens=2000), timeout=0.5)
+
+    asyncio.run(cut_short())
+    # The lock is free again once the cancelled generation noticed; a short call completes.
+    reply = lm.complete([{"role": "user", "content": "Say hi."}], max_tokens=5)
+    assert reply.usage.completion_tokens <= 5
