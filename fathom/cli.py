@@ -66,10 +66,13 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+_USAGE_CLASSES = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError)
+_USAGE_ERRORS = {cls.__name__ for cls in _USAGE_CLASSES}
+
+
 def _exit_code_for(error: FathomError) -> int:
     """Errors the user fixes by changing the command or the input are usage errors (2)."""
-    usage = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError)
-    return EXIT_USAGE if isinstance(error, usage) else EXIT_FAILED
+    return EXIT_USAGE if isinstance(error, _USAGE_CLASSES) else EXIT_FAILED
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -170,10 +173,11 @@ def ask(
                        "available so far", err=True)
         sys.exit(EXIT_BUDGET)
     if result.stop_reason == "error" or not result.answer:
+        # A key the provider rejected mid-run is as much the user's to fix as a missing one.
+        code = EXIT_USAGE if result.error_type in _USAGE_ERRORS else EXIT_FAILED
         if not as_json:
-            _fail(result.error or f"the run ended ({result.stop_reason}) without an answer",
-                  EXIT_FAILED)
-        sys.exit(EXIT_FAILED)
+            _fail(result.error or f"the run ended ({result.stop_reason}) without an answer", code)
+        sys.exit(code)
     if result.stop_reason == "max_iterations" and not quiet:
         click.echo(f"fathom: no FINAL after {result.iterations} iterations; the answer is the "
                    "model's best guess (raise --max-iterations?)", err=True)

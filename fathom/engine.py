@@ -156,7 +156,7 @@ class Engine:
         started = time.monotonic()
         tree = self.tree
         sandbox: Sandbox | None = None
-        answer, error = "", None
+        answer, error, error_type = "", None, None
         reason: StopReason = "error"
         try:
             metadata = context.metadata()
@@ -182,20 +182,24 @@ class Engine:
             answer, reason = self._best_answer(), "budget"
         except FathomError as exc:
             answer, reason, error = self._best_answer(), "error", str(exc)
+            error_type = type(exc).__name__
         except asyncio.CancelledError:
             self._end(started, self._best_answer(), "error", "cancelled")
             raise
         except Exception as exc:  # a bug or an unexpected library error: end, and say why
             answer, reason = self._best_answer(), "error"
-            error = f"{type(exc).__name__}: {exc}"
+            error, error_type = f"{type(exc).__name__}: {exc}", type(exc).__name__
         finally:
             if sandbox is not None:
                 # Not on this run's own thread: a cancelled block may still be running there.
                 await asyncio.to_thread(sandbox.close)
             self._thread.shutdown(wait=False)
-        return self._end(started, answer, reason, error)
+        return self._end(started, answer, reason, error, error_type)
 
-    def _end(self, started: float, answer: str, reason: StopReason, error: str | None) -> Result:
+    def _end(
+        self, started: float, answer: str, reason: StopReason, error: str | None,
+        error_type: str | None = None,
+    ) -> Result:
         seconds = time.monotonic() - started
         spend = self.tree.spend
         usage = spend.by_model()
@@ -207,6 +211,7 @@ class Engine:
             answer=answer, stop_reason=reason, iterations=self.iteration, usage=usage,
             run_id=self.run_id, seconds=seconds, error=error,
             budget_limit=(spend.stopped_by or spend.exhausted()) if reason == "budget" else None,
+            error_type=error_type,
         )
 
     async def _loop(

@@ -115,6 +115,14 @@ def test_failed_run_exits_1_with_the_reason(fathom_cli: Runner, tmp_path: Path) 
     assert "fathom: error:" in out.stderr
 
 
+def test_a_key_the_server_rejects_is_a_usage_error(fathom_cli: Runner, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    with ScriptedOpenAIServer([EXPLORE], api_key="the-right-key") as server:
+        out = fathom_cli("ask", "a.txt", "-q", "What?", *ASK, base_url=server.base_url)
+    assert out.returncode == 2, out.stderr
+    assert "OPENAI_API_KEY" in out.stderr
+
+
 def test_budget_stop_exits_3_and_prints_the_best_answer(fathom_cli: Runner, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("some text " * 50)
     root = ["I think the answer is 42 but let me check.\n```repl\nprint(len(context))\n```",
