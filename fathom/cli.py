@@ -169,8 +169,9 @@ def ask(
     if result.stop_reason == "budget":
         limit = f" ({result.budget_limit})" if result.budget_limit else ""
         if not quiet:
-            click.echo(f"fathom: stopped by the budget{limit}; the answer above is the best "
-                       "available so far", err=True)
+            said = "the answer above is the best available so far" if result.answer else (
+                "no answer was reached")
+            click.echo(f"fathom: stopped by the budget{limit}; {said}", err=True)
         sys.exit(EXIT_BUDGET)
     if result.stop_reason == "error" or not result.answer:
         # A key the provider rejected mid-run is as much the user's to fix as a missing one.

@@ -94,3 +94,13 @@ def test_shorten_code_keeps_the_head_and_says_what_was_cut() -> None:
     rows = short.splitlines()
     assert len(rows) == 4 and rows[-1] == "# … 17 more lines"
     assert all(len(r) <= 40 for r in rows[:3])
+
+
+def test_the_last_chance_answer_is_not_shown_as_code_to_run() -> None:
+    stream = io.StringIO()
+    root = fathom.lm.ScriptedLM(["```repl\nx = 1\n```", "```repl\nFINAL(x)\n```"])
+    fathom.RLM(root, sandbox="inprocess", max_iterations=1,
+               on_event=Progress("plain", stream=stream)).run("q", "c")
+    text = stream.getvalue()
+    assert "model gave its last answer" in text
+    assert text.count("running 1 code block(s)") == 1
