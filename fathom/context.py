@@ -336,6 +336,12 @@ class Context:
         return list(self._files.values()) if self._files is not None else []
 
     def _file_spec(self) -> dict[str, Any]:
+        for path in self.files():
+            if not path.exists():
+                raise ContextError(
+                    f"The context file {path} no longer exists (was it deleted, or this "
+                    "Context closed?); build the Context again."
+                )
         if self._text_file is not None:
             path = str(self._text_file)
             return {"v": SPEC_VERSION, "format": "text", "kind": "str", "path": path,

@@ -365,3 +365,11 @@ def test_a_spill_replaced_by_a_symlink_is_written_again(tmp_path: Path) -> None:
     spec = ctx.worker_spec(scratch)
     assert load_spec(spec) == "public text"
     ctx.close()
+
+
+def test_a_closed_stdin_context_cannot_be_used_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"piped text")))
+    ctx = Context.from_stdin()
+    ctx.close()
+    with pytest.raises(ContextError, match="no longer exists"):
+        ctx.load()
