@@ -188,7 +188,8 @@ class Context:
             raise ContextError("No context given: pass a file, a directory, a glob or '-'.")
         if len(items) == 1 and os.fspath(items[0]) == "-":
             return cls.from_stdin(errors=errors)
-        if len(items) == 1 and not _is_glob(os.fspath(items[0])):
+        only = os.fspath(items[0])
+        if len(items) == 1 and (not _is_glob(only) or Path(only).expanduser().exists()):
             return cls.from_path(items[0], errors=errors)
         if sum(os.fspath(item) == "-" for item in items) > 1:
             raise ContextError("'-' (standard input) can be given only once: it is read once.")

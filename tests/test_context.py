@@ -373,3 +373,9 @@ def test_a_closed_stdin_context_cannot_be_used_again(monkeypatch: pytest.MonkeyP
     ctx.close()
     with pytest.raises(ContextError, match="no longer exists"):
         ctx.load()
+
+
+def test_an_existing_file_with_glob_characters_is_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes[1].txt"
+    path.write_text("literal")
+    assert Context.from_paths([str(path)]).load() == "literal"
