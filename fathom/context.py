@@ -337,10 +337,10 @@ class Context:
         return list(self._files.values()) if self._files is not None else []
 
     def _file_spec(self) -> dict[str, Any]:
-        for path in self.files():
-            if not path.exists():
+        for source in self.files():
+            if not source.exists():
                 raise ContextError(
-                    f"The context file {path} no longer exists (was it deleted, or this "
+                    f"The context file {source} no longer exists (was it deleted, or this "
                     "Context closed?); build the Context again."
                 )
         if self._text_file is not None:
