@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fathom.context import Context
-from fathom.errors import SandboxError
+from fathom.errors import ContextError, SandboxError
 from fathom.sandbox import SandboxOptions, create
 from fathom.sandbox.base import BUDGET_STOP
 from fathom.sandbox.subprocess import SubprocessSandbox
@@ -347,8 +347,20 @@ def test_worker_that_cannot_load_context_raises_sandbox_error(bridge, tmp_path):
     target.write_text("hello", encoding="utf-8")
     ctx = Context.from_value(target)
     target.unlink()
+    target.mkdir()  # still there, but the worker cannot read it as text
     box = SubprocessSandbox(SandboxOptions())
     with pytest.raises(SandboxError, match="did not start"):
+        box.start(ctx, bridge)
+    box.close()
+
+
+def test_a_deleted_context_file_is_a_context_error_before_any_worker(bridge, tmp_path):
+    target = tmp_path / "ctx.txt"
+    target.write_text("hello", encoding="utf-8")
+    ctx = Context.from_value(target)
+    target.unlink()
+    box = SubprocessSandbox(SandboxOptions())
+    with pytest.raises(ContextError, match="no longer exists"):
         box.start(ctx, bridge)
     box.close()
 
