@@ -22,11 +22,8 @@ import anthropic
 from fathom.errors import (
     AuthenticationError,
     ConfigError,
-    ContextWindowError,
-    LMError,
-    RateLimitError,
 )
-from fathom.lm import pricing
+from fathom.lm import pricing, sdk_errors
 from fathom.lm.base import Completion, Message, Usage
 from fathom.lm.retry import (
     RetryPolicy,
@@ -44,6 +41,10 @@ _CONNECTION_ERRORS = (anthropic.APIConnectionError,)  # APITimeoutError is a sub
 _SAMPLING_PARAMS = frozenset(
     inspect.signature(anthropic.resources.messages.Messages.create).parameters
 ) & {"temperature", "top_p", "top_k"}
+
+
+def _is_context_error(message: str) -> bool:
+    return "prompt is too long" in message or "context" in message
 
 
 def default_max_tokens(model: str) -> int:
@@ -198,43 +199,12 @@ class AnthropicLM:
         )
 
     def _translate(self, exc: anthropic.AnthropicError) -> Exception:
-        where = self.base_url or "api.anthropic.com"
-        attempts = self.retry.max_retries + 1
-        if isinstance(exc, anthropic.AuthenticationError):
-            return AuthenticationError(
-                f"{self.name}: {where} rejected the API key (HTTP 401). "
-                "Set ANTHROPIC_API_KEY to a valid key (or pass api_key=)."
-            )
-        if isinstance(exc, anthropic.PermissionDeniedError):
-            return AuthenticationError(
-                f"{self.name}: the key in ANTHROPIC_API_KEY may not use this model (HTTP 403): "
-                f"{exc.message}"
-            )
-        if isinstance(exc, anthropic.RateLimitError):
-            return RateLimitError(
-                f"{self.name}: still rate-limited after {attempts} attempts; lower "
-                "max_concurrency, wait, or raise your account's limits."
-            )
-        if isinstance(exc, anthropic.APITimeoutError):
-            return LMError(
-                f"{self.name}: no reply within {self.timeout:g}s after {attempts} attempts."
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return LMError(
-                f"{self.name}: could not connect to {where} after {attempts} attempts; "
-                "check ANTHROPIC_BASE_URL and your network."
-            )
-        if isinstance(exc, anthropic.APIStatusError):
-            message = str(exc.message)
-            lowered = message.lower()
-            if exc.status_code == 400 and ("prompt is too long" in lowered or "context" in lowered):
-                return ContextWindowError(
-                    f"{self.name}: the prompt does not fit the model's context window "
-                    f"({message}); shorten it."
-                )
-            return LMError(f"{self.name}: HTTP {exc.status_code} from {where}: {message}")
-        return LMError(f"{self.name}: {exc}")
-
+        return sdk_errors.translate(
+            exc, anthropic, name=self.name, model=self.model,
+            where=self.base_url or "api.anthropic.com", attempts=self.retry.max_retries + 1,
+            timeout=self.timeout, key_var="ANTHROPIC_API_KEY", base_var="ANTHROPIC_BASE_URL",
+            is_context_error=_is_context_error,
+        )
 
 def from_spec(model: str) -> AnthropicLM:
     """The LM for the spec `anthropic:MODEL`."""

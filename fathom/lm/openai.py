@@ -21,11 +21,9 @@ import openai
 from fathom.errors import (
     AuthenticationError,
     ConfigError,
-    ContextWindowError,
     LMError,
-    RateLimitError,
 )
-from fathom.lm import pricing
+from fathom.lm import pricing, sdk_errors
 from fathom.lm.base import Completion, Message, Usage
 from fathom.lm.retry import (
     RetryPolicy,
@@ -60,6 +58,11 @@ CONTEXT_WINDOWS: dict[str, int] = {
 }
 
 _CONNECTION_ERRORS = (openai.APIConnectionError,)  # APITimeoutError is a subclass
+
+
+def _is_context_error(message: str) -> bool:
+    # Servers word it differently: "maximum context length", "context size", "context window".
+    return "context" in message and any(w in message for w in ("length", "size", "window"))
 
 
 def _is_reasoning_model(model: str) -> bool:
@@ -201,53 +204,12 @@ class OpenAILM:
         )
 
     def _translate(self, exc: openai.OpenAIError) -> Exception:
-        where = self.base_url or "api.openai.com"
-        attempts = self.retry.max_retries + 1
-        if isinstance(exc, openai.AuthenticationError):
-            return AuthenticationError(
-                f"{self.name}: {where} rejected the API key (HTTP 401). "
-                "Set OPENAI_API_KEY to a valid key (or pass api_key=)."
-            )
-        if isinstance(exc, openai.PermissionDeniedError):
-            return AuthenticationError(
-                f"{self.name}: the key in OPENAI_API_KEY may not use this model (HTTP 403): "
-                f"{exc.message}"
-            )
-        if isinstance(exc, openai.RateLimitError):
-            return RateLimitError(
-                f"{self.name}: still rate-limited after {attempts} attempts; lower "
-                "max_concurrency, wait, or raise your account's limits."
-            )
-        if isinstance(exc, openai.APITimeoutError):
-            return LMError(
-                f"{self.name}: no reply within {self.timeout:g}s after {attempts} attempts; "
-                "the server is overloaded or the timeout is too short."
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            return LMError(
-                f"{self.name}: could not connect to {where} after {attempts} attempts; "
-                "check OPENAI_BASE_URL and that the server is running."
-            )
-        if isinstance(exc, openai.APIStatusError):
-            message = str(exc.message)
-            lowered = message.lower()
-            if (
-                exc.status_code == 400
-                and "context" in lowered
-                and ("length" in lowered or "size" in lowered or "window" in lowered)
-            ):
-                return ContextWindowError(
-                    f"{self.name}: the prompt does not fit the model's context window "
-                    f"({message}); shorten it or use a model with a larger window."
-                )
-            if exc.status_code == 404:
-                return LMError(
-                    f"{self.name}: {where} does not know model {self.model!r} (HTTP 404); "
-                    "check the model name."
-                )
-            return LMError(f"{self.name}: HTTP {exc.status_code} from {where}: {message}")
-        return LMError(f"{self.name}: {exc}")
-
+        return sdk_errors.translate(
+            exc, openai, name=self.name, model=self.model,
+            where=self.base_url or "api.openai.com", attempts=self.retry.max_retries + 1,
+            timeout=self.timeout, key_var="OPENAI_API_KEY", base_var="OPENAI_BASE_URL",
+            is_context_error=_is_context_error,
+        )
 
 def from_spec(model: str) -> OpenAILM:
     """The LM for the spec `openai:MODEL`."""
