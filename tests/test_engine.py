@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,6 +123,25 @@ def test_sub_calls_for_models_the_user_did_not_allow_are_refused() -> None:
     assert "not allowed" in last_user(root.calls[1])
 
 
+class PeakCounting(ScriptedLM):
+    """A scripted model that records the most calls it had in flight at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_flight = 0
+        self.peak = 0
+        self._count_lock = threading.Lock()
+
+    async def acomplete(self, messages: list[Message], **options: Any) -> fathom.lm.Completion:
+        with self._count_lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.02)
+        with self._count_lock:
+            self.in_flight -= 1
+        return await super().acomplete(messages)
+
+
 def by_query(routes: dict[str, list[str]]) -> ScriptedLM:
     """A model whose replies depend on the query of the run asking (root or child)."""
     counters: dict[str, int] = {}
@@ -187,28 +207,11 @@ def test_runaway_llm_query_loop_is_stopped_by_the_call_budget() -> None:
 
 
 def test_concurrency_limit_holds_for_batched_sub_calls() -> None:
-    in_flight = 0
-    peak = 0
-    lock = threading.Lock()
-
-    class Counting(ScriptedLM):
-        async def acomplete(
-            self, messages: list[Message], **options: object
-        ) -> fathom.lm.Completion:
-            nonlocal in_flight, peak
-            with lock:
-                in_flight += 1
-                peak = max(peak, in_flight)
-            await asyncio.sleep(0.02)
-            with lock:
-                in_flight -= 1
-            return await super().acomplete(messages)
-
     root = ScriptedLM([repl("r = llm_query_batched([str(i) for i in range(40)])\nFINAL(len(r))")])
-    sub = Counting(lambda m: "a", name="sub")
+    sub = PeakCounting(lambda m: "a", name="sub")
     result = fathom.RLM(root, sub, sandbox="inprocess", max_concurrency=4).run("q", "c")
     assert result.answer == "40"
-    assert peak == 4
+    assert sub.peak == 4
 
 
 def test_batched_answers_keep_prompt_order() -> None:
@@ -369,31 +372,15 @@ def test_a_child_stopped_by_the_budget_raises_budget_exceeded_in_the_parent() ->
 
 
 def test_children_share_the_concurrency_limit() -> None:
-    in_flight = 0
-    peak = 0
-    lock = threading.Lock()
-
-    class Counting(ScriptedLM):
-        async def acomplete(
-            self, messages: list[Message], **options: object
-        ) -> fathom.lm.Completion:
-            nonlocal in_flight, peak
-            with lock:
-                in_flight += 1
-                peak = max(peak, in_flight)
-            await asyncio.sleep(0.02)
-            with lock:
-                in_flight -= 1
-            return await super().acomplete(messages)
-
     def respond(messages: list[Message]) -> str:
         if "Query: top" in messages[1]["content"]:
             return repl("FINAL(len(rlm_query_batched([f'c{i}' for i in range(12)])))")
         return repl("FINAL('x')")
 
-    result = fathom.RLM(Counting(respond), sandbox="inprocess", max_concurrency=3).run("top", "c")
+    lm = PeakCounting(respond)
+    result = fathom.RLM(lm, sandbox="inprocess", max_concurrency=3).run("top", "c")
     assert result.answer == "12"
-    assert peak <= 3 + 1  # three children plus the root's own call
+    assert lm.peak <= 3 + 1  # three children plus the root's own call
 
 
 def test_concurrent_sub_calls_cannot_all_start_against_the_same_token_headroom() -> None:
