@@ -124,7 +124,6 @@ class RunTree:
             raise BudgetExceeded(self.spend.describe_limit("seconds")) from None
 
 
-
 class Engine:
     """One run at one depth: its own sandbox and message history."""
 
@@ -297,7 +296,7 @@ class Engine:
             tree.spend.reserve(estimate)
             self._event(
                 LMCallStart, role="root", model=lm.name, iteration=self.iteration,
-                prompt=prompt[:START_PROMPT_CHARS], call_id=call_id,
+                prompt=prompt[:START_PROMPT_CHARS], call_id=call_id, last_chance=last,
             )
             try:
                 completion: Completion = await tree.within_budget(lm.acomplete(messages))
@@ -305,7 +304,7 @@ class Engine:
                 tree.spend.release(estimate)
                 self._event(
                     LMCall, role="root", model=lm.name, iteration=self.iteration, prompt=prompt,
-                    error=f"{type(exc).__name__}: {exc}", call_id=call_id,
+                    error=f"{type(exc).__name__}: {exc}", call_id=call_id, last_chance=last,
                 )
                 if isinstance(exc, FathomError) or not isinstance(exc, Exception):
                     raise
@@ -319,6 +318,7 @@ class Engine:
             prompt_tokens=completion.usage.prompt_tokens,
             completion_tokens=completion.usage.completion_tokens, seconds=completion.seconds,
             usd=completion.usage.usd, cached=completion.cached, call_id=call_id,
+            last_chance=last,
         )
         return completion.text
 

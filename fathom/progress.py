@@ -184,7 +184,7 @@ class Progress:
                 if e.error:
                     s.last_error = e.error
                     return f"{pad}model call failed: {_short(e.error, 120)}"
-                if e.call_id.endswith("-last"):  # the engine's last-chance call at max_iterations
+                if e.last_chance:
                     return (f"{pad}model gave its last answer ({e.completion_tokens} tok, "
                             f"{e.seconds:.1f}s)")
                 return (f"{pad}model replied ({e.completion_tokens} tok, {e.seconds:.1f}s)"

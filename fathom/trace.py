@@ -80,6 +80,7 @@ class LMCall(Event):
     error: str | None = None
     call_id: str = ""
     batch_id: str | None = None  # shared by the calls of one llm_query_batched
+    last_chance: bool = False  # the root's one answer-now call at max_iterations
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class LMCallStart(Event):
     prompt: str = ""
     call_id: str = ""
     batch_id: str | None = None
+    last_chance: bool = False
 
 
 @dataclass(frozen=True)
