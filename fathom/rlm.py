@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import warnings
@@ -144,7 +145,7 @@ class RLM:
             if owned:
                 ctx.close()
         if self.trace is not None:
-            result = _with_trace(result, str(self.trace))
+            result = dataclasses.replace(result, trace_path=str(self.trace))
         return result
 
     def _router(self) -> ModelRouter:
@@ -243,12 +244,6 @@ def _close_trace(writer: TraceWriter) -> None:
     writer.close()
     with _open_traces_lock:
         _open_traces.discard(writer.path.resolve())
-
-
-def _with_trace(result: Result, path: str) -> Result:
-    from dataclasses import replace
-
-    return replace(result, trace_path=path)
 
 
 def _check_positive(**values: float) -> None:
