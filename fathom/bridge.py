@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fathom.errors import BudgetExceeded, ConfigError
+from fathom.lm import pricing
 from fathom.lm.base import LM, Message
 from fathom.sandbox.base import BUDGET_STOP
 from fathom.trace import LMCall, LMCallStart
@@ -141,7 +142,7 @@ class SubCalls:
         prompt = prompt if isinstance(prompt, str) else str(prompt)
         call_id = f"c{next(_call_ids)}"
         name = model or self.tree.router.sub.name
-        estimate = len(prompt) // 4
+        estimate = pricing.estimate_tokens(prompt)
         reserved = False
         try:
             lm = self.tree.router.get(model)

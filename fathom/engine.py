@@ -21,6 +21,7 @@ from fathom.bridge import START_PROMPT_CHARS, ModelRouter, SubCalls
 from fathom.budget import Spend
 from fathom.context import Context
 from fathom.errors import BudgetExceeded, FathomError, LMError
+from fathom.lm import pricing
 from fathom.lm.base import Completion, Message
 from fathom.result import Result, StopReason
 from fathom.sandbox import SandboxFactory, SandboxOptions, create
@@ -285,7 +286,7 @@ class Engine:
     async def _ask(self, messages: list[Message], *, last: bool = False) -> str:
         """One root call: budget reserved first, usage recorded, traced."""
         tree = self.tree
-        estimate = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
+        estimate = pricing.estimate_prompt_tokens(messages)
         lm = tree.router.root
         call_id = f"r{self.run_id}-{self.iteration}" + ("-last" if last else "")
         prompt = messages[-1]["content"]
