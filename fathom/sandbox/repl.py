@@ -22,6 +22,8 @@ from fathom.errors import BudgetExceeded
 from fathom.sandbox.base import BUDGET_STOP, Bridge
 from fathom.sandbox.output import Capture, install_routers, router_for
 
+_AST_LOCK = threading.Lock()
+
 REPL_MODULE = "__repl__"
 REPL_FILENAME = "<repl>"
 REPL_FUNCTIONS = (
@@ -232,6 +234,15 @@ class Repl:
 
     def _compile(self, code: str) -> tuple[types.CodeType | None, types.CodeType | None]:
         """Compile a block; a trailing expression is compiled apart so its value is echoed."""
+        # CPython 3.11 keeps the AST converter's recursion depth per interpreter, not per
+        # thread: two REPLs converting ASTs at once (concurrent in-process child runs) fail
+        # with "SystemError: AST constructor recursion depth mismatch". One at a time.
+        with _AST_LOCK:
+            return self._compile_locked(code)
+
+    def _compile_locked(
+        self, code: str
+    ) -> tuple[types.CodeType | None, types.CodeType | None]:
         tree = ast.parse(code, REPL_FILENAME, "exec")
         lines = code.splitlines()
         for node in tree.body:
