@@ -1,0 +1,184 @@
+"""The trace file: what TraceWriter writes, what the reader accepts and refuses, the clock."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from fathom.errors import TraceError
+from fathom.trace import (
+    EVENT_TYPES,
+    TRACE_VERSION,
+    Clock,
+    Event,
+    ExecEvent,
+    LMCall,
+    RunEnd,
+    RunStart,
+    TraceWriter,
+    event_from_dict,
+    iter_events,
+    read,
+)
+
+
+def _line(type_: str = "iteration", **fields: object) -> str:
+    return json.dumps({"v": 1, "type": type_, "run_id": "r", "depth": 0, "t": 0.0, **fields})
+
+
+def _write_lines(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _refused(trace: Path, message: str) -> AbstractContextManager[pytest.ExceptionInfo[TraceError]]:
+    """Expect a TraceError naming `path:line` and what is wrong there."""
+    return pytest.raises(TraceError, match=re.escape(f"{trace}:{message}"))
+
+
+# --- TraceWriter ---
+
+
+def test_each_event_is_one_flushed_line_readable_while_the_run_goes_on(tmp_path: Path) -> None:
+    trace = tmp_path / "deep" / "run.jsonl"  # missing folders are made
+    writer = TraceWriter(trace)
+    writer(RunStart(run_id="r", depth=0, t=0.0, query="q", model="m"))
+    writer(LMCall(run_id="r", depth=0, t=0.5, prompt="line one\nline two", response="ok"))
+    lines = trace.read_text(encoding="utf-8").splitlines()  # before close
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert list(first)[:2] == ["v", "type"]
+    assert first["v"] == TRACE_VERSION and first["type"] == "run_start"
+    assert [type(e) for e in read(trace)] == [RunStart, LMCall]
+    assert read(trace)[1].prompt == "line one\nline two"  # type: ignore[attr-defined]
+    writer.close()
+
+
+def test_lone_surrogates_are_written_and_read_back(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace)
+    writer(ExecEvent(run_id="r", depth=0, t=0.0, stdout="ab\udcffcd", code="print('é')"))
+    writer.close()
+    trace.read_bytes().decode("utf-8")  # the file itself is valid UTF-8
+    (event,) = read(trace)
+    assert isinstance(event, ExecEvent)
+    assert event.stdout == "ab\udcffcd" and event.code == "print('é')"
+
+
+def test_events_after_close_are_dropped(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace)
+    writer(RunStart(run_id="r", depth=0, t=0.0))
+    writer.close()
+    writer(RunEnd(run_id="r", depth=0, t=1.0))
+    writer.close()  # a second close is harmless
+    assert [type(e) for e in read(trace)] == [RunStart]
+
+
+def test_many_threads_write_whole_lines(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace)
+    threads, per_thread = 8, 200
+
+    def write(worker: int) -> None:
+        for i in range(per_thread):
+            writer(LMCall(run_id=f"w{worker}", depth=0, t=0.0, call_id=str(i), prompt="x" * 5000))
+
+    pool = [threading.Thread(target=write, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    writer.close()
+    lines = trace.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == threads * per_thread
+    seen = {(data["run_id"], data["call_id"]) for data in map(json.loads, lines)}
+    assert len(seen) == threads * per_thread
+
+
+# --- reading ---
+
+
+def test_a_last_line_cut_mid_write_is_skipped(tmp_path: Path) -> None:
+    whole = _line("run_start")
+    trace = tmp_path / "run.jsonl"
+    trace.write_text(whole + "\n\n" + _line("iteration")[:20], encoding="utf-8")
+    assert [type(e) for e in read(trace)] == [RunStart]
+    with _refused(trace, "3 is not valid JSON"):
+        list(iter_events(trace, partial=False))
+
+
+def test_a_malformed_middle_line_names_its_place(tmp_path: Path) -> None:
+    trace = _write_lines(tmp_path / "run.jsonl", _line(), "{not json", _line())
+    with _refused(trace, "2 is not valid JSON"):
+        read(trace)
+
+
+def test_a_line_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    trace = _write_lines(tmp_path / "run.jsonl", _line(), "[1, 2]")
+    with _refused(trace, "2 is not a JSON object"):
+        read(trace)
+
+
+def test_an_unknown_event_type_is_refused(tmp_path: Path) -> None:
+    trace = _write_lines(tmp_path / "run.jsonl", _line("teleport"))
+    with _refused(trace, "1: Unknown trace event type 'teleport'"):
+        read(trace)
+
+
+@pytest.mark.parametrize("field", ["run_id", "depth", "t"])
+def test_an_event_without_a_common_field_is_refused(tmp_path: Path, field: str) -> None:
+    data = json.loads(_line("exec"))
+    del data[field]
+    trace = _write_lines(tmp_path / "run.jsonl", json.dumps(data))
+    with _refused(trace, f"1: Trace event 'exec' lacks {field}"):
+        read(trace)
+
+
+def test_unknown_fields_are_ignored(tmp_path: Path) -> None:
+    trace = _write_lines(tmp_path / "run.jsonl", _line("final", answer="42", added_later=[1]))
+    (event,) = read(trace)
+    assert event == event_from_dict(json.loads(_line("final", answer="42")))
+    assert not hasattr(event, "added_later")
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    trace.write_bytes(_line().encode() + b"\n\xff\xfe\x00binary\n")
+    with pytest.raises(TraceError, match="is not UTF-8 text"):
+        read(trace)
+
+
+def test_a_missing_file_is_a_trace_error(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="Cannot read trace"):
+        read(tmp_path / "nope.jsonl")
+
+
+@pytest.mark.parametrize("cls", list(EVENT_TYPES.values()), ids=list(EVENT_TYPES))
+def test_every_event_type_round_trips_through_json(cls: type[Event]) -> None:
+    event = cls(run_id="r", depth=2, t=1.25)
+    data = json.loads(json.dumps(event.to_dict()))
+    assert data["type"] == cls.type and EVENT_TYPES[cls.type] is cls
+    assert set(data) == {"v", "type"} | {f.name for f in dataclasses.fields(cls)}
+    assert event_from_dict(data) == event
+
+
+# --- Clock ---
+
+
+def test_clock_starts_near_zero_and_never_goes_back() -> None:
+    before = time.time()
+    clock = Clock()
+    assert before <= clock.started_at <= time.time()
+    readings = [clock.now() for _ in range(1000)]
+    assert 0.0 <= readings[0] < 1.0
+    assert readings == sorted(readings)
+    time.sleep(0.01)
+    assert clock.now() >= readings[-1] + 0.01
