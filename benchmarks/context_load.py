@@ -32,9 +32,10 @@ _PARENT = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 from fathom.context import Context
+from fathom.prompts import describe_context
 t1 = time.perf_counter()
 ctx = Context.from_path(sys.argv[1])
-prompt = ctx.metadata().describe()
+prompt = describe_context(ctx.metadata())
 spec = ctx.worker_spec(sys.argv[2])
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "seconds": t2 - t1, "chars": ctx.metadata().total_chars,

@@ -79,7 +79,43 @@ def system_prompt(sub_window_chars: int) -> str:
 
 def first_turn(query: str, metadata: ContextMetadata) -> str:
     """The first user message: the query and the context's metadata, never its content."""
-    return FIRST_TURN.format(metadata=metadata.describe(), query=query)
+    return FIRST_TURN.format(metadata=describe_context(metadata), query=query)
+
+
+def describe_context(metadata: ContextMetadata) -> str:
+    """The context as the root model sees it: type, sizes, first keys, preview, skipped files."""
+    if metadata.kind == "str":
+        size = f"{metadata.total_chars:,} characters"
+        if metadata.lines is not None:
+            size += f" in {metadata.lines:,} line{'s' if metadata.lines != 1 else ''}"
+        out = [f"Type: str ({size})"]
+    else:
+        what = "dict (key -> value)" if metadata.kind == "dict" else "list"
+        out = [f"Type: {what} with {metadata.items:,} items, {metadata.total_chars:,} "
+               "characters in total"]
+        if metadata.item_lengths:
+            lengths = metadata.item_lengths
+            out.append(f"Item lengths in characters: min {lengths['min']:,.0f}, "
+                       f"median {lengths['median']:,.0f}, max {lengths['max']:,.0f}")
+    if metadata.keys:
+        more = metadata.items - len(metadata.keys)
+        out.append("First keys: " + ", ".join(repr(k) for k in metadata.keys)
+                   + (f" (and {more:,} more)" if more > 0 else ""))
+    if metadata.source:
+        out.append(f"Source: {metadata.source}")
+    if metadata.tail:
+        out.append(f"First {len(metadata.preview)} characters:\n{metadata.preview}")
+        out.append(f"Last {len(metadata.tail)} characters:\n{metadata.tail}")
+    elif metadata.preview:
+        whole = metadata.kind == "str" and len(metadata.preview) == metadata.total_chars
+        label = "The whole text" if whole else f"Preview (first {len(metadata.preview)} characters)"
+        out.append(f"{label}:\n{metadata.preview}")
+    if metadata.skipped:
+        shown = [f"{p} ({metadata.skip_reasons.get(p, 'skipped')})" for p in metadata.skipped[:20]]
+        more = len(metadata.skipped) - len(shown)
+        out.append(f"Skipped {len(metadata.skipped)} files (not in the context): "
+                   + ", ".join(shown) + (f" and {more} more" if more else ""))
+    return "\n".join(out)
 
 
 def next_turn(query: str, outputs: list[str]) -> str:

@@ -1,6 +1,6 @@
 """UTF-8 text files read without holding them twice: streaming scans, mmap decoding, dir walks.
 
-Used by fathom.context. The parent process only ever scans files in 1 MiB chunks (so its
+Used by fathom.sources. The parent process only ever scans files in 1 MiB chunks (so its
 memory does not grow with the file); the process that needs the text decodes each file once,
 straight from an mmap of it.
 """

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from fathom import textfile
 from fathom.context import PREVIEW_CHARS, Context, load_spec
 from fathom.errors import ContextError
+from fathom.prompts import describe_context
 
 MULTIBYTE = "héllo wörld — 日本語 😀\n"  # 1-, 2-, 3- and 4-byte UTF-8 characters
 
@@ -30,7 +32,7 @@ def test_str_metadata_and_describe() -> None:
     meta = ctx.metadata()
     assert ctx.kind == "str" and ctx.load() == "line one\nline two"
     assert (meta.total_chars, meta.items, meta.lines) == (17, 1, 2)
-    text = meta.describe()
+    text = describe_context(meta)
     assert "Type: str (17 characters in 2 lines)" in text and "line two" in text
 
 
@@ -39,7 +41,7 @@ def test_long_str_preview_is_head_and_tail_within_limit() -> None:
     meta = Context.from_text(body).metadata()
     assert len(meta.preview) + len(meta.tail) <= PREVIEW_CHARS
     assert meta.preview.startswith("A") and meta.tail.endswith("Z")
-    described = meta.describe()
+    described = describe_context(meta)
     assert "M" not in described.replace("Last", "").replace("Type", "")  # nothing from the middle
     assert described.count("A") + described.count("Z") <= PREVIEW_CHARS + 5
 
@@ -51,7 +53,7 @@ def test_list_metadata_item_lengths() -> None:
     # non-str items count their JSON length: {"k": 1} is 8 chars, [1, 2, 3] is 9
     assert meta.item_lengths == {"min": 2, "median": 6.0, "max": 9}
     assert meta.total_chars == 2 + 4 + 8 + 9
-    assert "median 6" in meta.describe()
+    assert "median 6" in describe_context(meta)
 
 
 def test_dict_metadata_first_keys_and_bounded_preview() -> None:
@@ -60,8 +62,8 @@ def test_dict_metadata_first_keys_and_bounded_preview() -> None:
     assert meta.kind == "dict" and meta.items == 50
     assert meta.keys[:2] == ("doc000", "doc001") and len(meta.keys) == 10
     assert len(meta.preview) <= PREVIEW_CHARS and meta.preview.startswith('{"doc000": "xxx')
-    assert "(and 40 more)" in meta.describe()
-    assert len(meta.describe()) < 1500
+    assert "(and 40 more)" in describe_context(meta)
+    assert len(describe_context(meta)) < 1500
 
 
 def test_existing_context_is_returned_as_is() -> None:
@@ -180,7 +182,7 @@ def test_directory_is_a_dict_of_text_files(project: Path) -> None:
     assert meta.skip_reasons["logo.png"] == "binary"
     assert meta.skip_reasons["old.txt"] == "not UTF-8 text"
     assert "outside" in meta.skip_reasons["escape.txt"]
-    described = meta.describe()
+    described = describe_context(meta)
     assert "logo.png (binary)" in described and "'src/main.py'" in described
     assert ".git" not in json.dumps(meta.to_dict())
     assert meta.total_chars == 10 + 10 + 15 and meta.items == 3
@@ -351,6 +353,17 @@ def test_stdin_among_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     spooled = Path(ctx.worker_spec(tmp_path)["files"]["<stdin>"])
     ctx.close()
     assert not spooled.exists()
+
+
+def test_stdin_of_a_path_list_that_fails_is_removed(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool_dir))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from a pipe")))
+    with pytest.raises(ContextError, match="matched no files"):
+        Context.from_paths(["-", str(tmp_path / "*.nothing")])
+    assert not list(spool_dir.iterdir())
 
 
 def test_a_spill_replaced_by_a_symlink_is_written_again(tmp_path: Path) -> None:

@@ -1,0 +1,334 @@
+"""Where a context's value comes from: three sources, each describing, loading and closing itself.
+
+- ValueSource: a str, or a list/dict of JSON-like values, held in memory (validated once);
+- TextFileSource: one UTF-8 text file, a str the parent never decodes whole: one streaming
+  pass gives the character and line counts, head and tail;
+- FilesSource: several text files, a dict key -> text.
+
+`worker_spec(scratch)` is the small JSON-able description a worker process loads with
+`load_spec(spec)`, decoding each file once from mmap. Files are never copied; an in-memory
+value is written to one file in `scratch`, at most once per source.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import stat
+import statistics
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fathom.errors import ContextError
+from fathom.jsonvalue import check_json, clip, json_len, unsupported
+from fathom.textfile import (
+    NotUTF8Error,
+    TextScan,
+    decode_file,
+    remove_files,
+    scan_str,
+    scan_text,
+    sniff_binary,
+    spill,
+)
+
+ContextKind = Literal["str", "list", "dict"]
+Value = str | list[Any] | dict[str, Any]
+PREVIEW_CHARS = 500  # head + tail shown to the root model, in characters
+TAIL_CHARS = 100  # the part of PREVIEW_CHARS given to the end of a long text
+FIRST_KEYS = 10
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ContextMetadata:
+    """What the root model is told about the context: never more than PREVIEW_CHARS of it."""
+
+    kind: ContextKind
+    total_chars: int
+    items: int
+    item_lengths: dict[str, float] = field(default_factory=dict)  # min / median / max chars
+    preview: str = ""  # the start of the content (a JSON rendering for list/dict)
+    source: str | None = None
+    skipped: tuple[str, ...] = ()  # files left out of a directory or path list
+    tail: str = ""  # the end of a str longer than PREVIEW_CHARS
+    lines: int | None = None  # for a str
+    keys: tuple[str, ...] = ()  # the first keys of a dict
+    skip_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the trace."""
+        return {
+            "kind": self.kind,
+            "total_chars": self.total_chars,
+            "items": self.items,
+            "item_lengths": self.item_lengths,
+            "preview": self.preview,
+            "tail": self.tail,
+            "lines": self.lines,
+            "keys": list(self.keys),
+            "source": self.source,
+            "skipped": list(self.skipped),
+            "skip_reasons": self.skip_reasons,
+        }
+
+
+class Source(ABC):
+    """One place a context's value comes from. `label` names it for the root model."""
+
+    kind: ContextKind
+
+    def __init__(self, label: str | None, owned: Iterable[Path] = ()) -> None:
+        self.label = label
+        self._owned = list(owned)  # temporary files removed by close()
+        weakref.finalize(self, remove_files, self._owned)
+
+    @abstractmethod
+    def metadata(self) -> ContextMetadata:
+        """Type, size, item-length summary, first keys and a short preview."""
+
+    @abstractmethod
+    def load(self) -> Value:
+        """The value itself (decoded from disk each time, for a file-backed source)."""
+
+    @abstractmethod
+    def worker_spec(self, scratch: Path) -> dict[str, Any]:
+        """What a worker loads with `load_spec`.
+
+        `spec["paths"]` lists the files the worker must be able to read and `spec["bytes"]`
+        their total size (the worker needs 1-4 bytes of memory per character, plus the file
+        mapped while decoding).
+        """
+
+    def files(self) -> list[Path]:
+        """The files read from disk (none for an in-memory value)."""
+        return []
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Files left out (binary, not UTF-8, ...) -> why."""
+        return {}
+
+    def close(self) -> None:
+        """Remove the temporary files this source wrote (a spilled value, spooled stdin)."""
+        remove_files(self._owned)
+
+
+class ValueSource(Source):
+    """A value held in memory; a worker gets it written to one file in its scratch."""
+
+    def __init__(self, value: Value | tuple[Any, ...], label: str | None = None) -> None:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, str | list | dict):
+            raise ContextError(unsupported(value, "context"))
+        if not isinstance(value, str):
+            check_json(value)
+        super().__init__(label)
+        self.value: Value = value
+        self.kind = _kind_of(value)
+        self._spilled: Path | None = None
+        self._lock = threading.Lock()
+
+    def metadata(self) -> ContextMetadata:
+        value = self.value
+        if isinstance(value, str):
+            return _text_metadata(scan_str(value, PREVIEW_CHARS, TAIL_CHARS), self.label)
+        items = value.values() if isinstance(value, dict) else value
+        lengths = [len(v) if isinstance(v, str) else json_len(v) for v in items]
+        keys = tuple(itertools.islice(value, FIRST_KEYS)) if isinstance(value, dict) else ()
+        return _items_metadata(self.kind, lengths, keys, clip(value, PREVIEW_CHARS, FIRST_KEYS),
+                               self.label)
+
+    def load(self) -> Value:
+        return self.value
+
+    def worker_spec(self, scratch: Path) -> dict[str, Any]:
+        """Written at most once: again only if the file was deleted or replaced since."""
+        with self._lock:
+            if self._spilled is None or not _untouched(self._spilled):
+                self._spilled = spill(self.value, Path(scratch))
+                self._owned.append(self._spilled)
+            spilled = self._spilled
+        fmt = "text" if self.kind == "str" else "json"
+        return {"v": SPEC_VERSION, "format": fmt, "kind": self.kind, "path": str(spilled),
+                "errors": "surrogatepass", "paths": [str(spilled)],
+                "bytes": spilled.stat().st_size}
+
+    def close(self) -> None:
+        with self._lock:
+            super().close()
+            self._spilled = None
+
+
+class TextFileSource(Source):
+    """One UTF-8 text file, a str: scanned once here, decoded only where it is used."""
+
+    kind: ContextKind = "str"
+
+    def __init__(self, path: Path, *, errors: str, label: str, owned: bool = False) -> None:
+        """`owned`: the file is ours to remove on close (spooled stdin)."""
+        self._scan = scan_text(path, errors, PREVIEW_CHARS, TAIL_CHARS)
+        self.path = path.resolve()
+        self.errors = errors
+        super().__init__(label, owned=[path] if owned else [])
+
+    def metadata(self) -> ContextMetadata:
+        return _text_metadata(self._scan, self.label)
+
+    def load(self) -> Value:
+        return load_spec(self._spec())
+
+    def worker_spec(self, scratch: Path) -> dict[str, Any]:
+        return self._spec()  # the worker reads the file in place: nothing goes to scratch
+
+    def files(self) -> list[Path]:
+        return [self.path]
+
+    def _spec(self) -> dict[str, Any]:
+        _require_existing(self.files())
+        path = str(self.path)
+        return {"v": SPEC_VERSION, "format": "text", "kind": "str", "path": path,
+                "errors": self.errors, "paths": [path], "bytes": self._scan.size}
+
+
+class FilesSource(Source):
+    """Text files as a dict key -> text; files that are binary or not UTF-8 are skipped."""
+
+    kind: ContextKind = "dict"
+
+    def __init__(self, files: dict[str, Path], skipped: dict[str, str], *, label: str,
+                 owned: Iterable[Path] = ()) -> None:
+        """ContextError when no file is UTF-8 text."""
+        self.paths: dict[str, Path] = {}
+        self._scans: dict[str, TextScan] = {}
+        left = dict(skipped)
+        for key in sorted(files):
+            scan = _scan_member(files[key])
+            if isinstance(scan, str):
+                left[key] = scan
+            else:
+                self.paths[key], self._scans[key] = files[key].resolve(), scan
+        self._skipped = dict(sorted(left.items()))
+        if not self.paths:
+            shown = ", ".join(f"{k} ({v})" for k, v in list(self._skipped.items())[:10])
+            raise ContextError(f"No UTF-8 text files found in {label}"
+                               + (f"; skipped: {shown}" if shown else "")
+                               + ". Pass text files, or convert the files to UTF-8.")
+        super().__init__(label, owned)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return dict(self._skipped)
+
+    def metadata(self) -> ContextMetadata:
+        keys = list(self.paths)
+        lengths = [self._scans[key].chars for key in keys]
+        heads = {key: self._scans[key].head[:PREVIEW_CHARS] for key in keys[:FIRST_KEYS]}
+        return _items_metadata("dict", lengths, tuple(keys[:FIRST_KEYS]), heads, self.label,
+                               self._skipped)
+
+    def load(self) -> Value:
+        return load_spec(self._spec())
+
+    def worker_spec(self, scratch: Path) -> dict[str, Any]:
+        return self._spec()  # the worker reads the files in place: nothing goes to scratch
+
+    def files(self) -> list[Path]:
+        return list(self.paths.values())
+
+    def _spec(self) -> dict[str, Any]:
+        _require_existing(self.files())
+        files = {key: str(path) for key, path in self.paths.items()}
+        # "replace": each file was valid UTF-8 when scanned; one edited since still loads.
+        return {"v": SPEC_VERSION, "format": "files", "kind": "dict", "files": files,
+                "errors": "replace", "paths": sorted(set(files.values())),
+                "bytes": sum(scan.size for scan in self._scans.values())}
+
+
+def load_spec(spec: dict[str, Any]) -> Value:
+    """Load a context from a `worker_spec` (in the worker), one decode per file."""
+    fmt, errors = spec.get("format"), spec.get("errors", "strict")
+    if spec.get("v") != SPEC_VERSION or fmt not in ("text", "json", "files"):
+        raise ContextError(f"Unknown context spec {spec!r}: the parent and the worker must run "
+                           "the same fathom version.")
+    if fmt == "files":
+        return {key: decode_file(Path(path), errors) for key, path in spec["files"].items()}
+    text = decode_file(Path(spec["path"]), errors)
+    if fmt == "text":
+        return text
+    value = json.loads(text)
+    del text  # the parsed value is what stays; let the JSON text go before the REPL starts
+    return value
+
+
+def _kind_of(value: Value) -> ContextKind:
+    if isinstance(value, str):
+        return "str"
+    return "list" if isinstance(value, list) else "dict"
+
+
+def _text_metadata(scan: TextScan, label: str | None) -> ContextMetadata:
+    """A str's metadata; its preview is the whole text, or a head and tail sharing PREVIEW_CHARS."""
+    head, tail = scan.head, ""
+    if scan.chars > PREVIEW_CHARS:
+        head, tail = scan.head[: PREVIEW_CHARS - TAIL_CHARS], scan.tail
+    return ContextMetadata(kind="str", total_chars=scan.chars, items=1, preview=head, tail=tail,
+                           lines=scan.lines, source=label)
+
+
+def _items_metadata(kind: ContextKind, lengths: list[int], keys: tuple[str, ...], clipped: Any,
+                    label: str | None, skipped: dict[str, str] | None = None) -> ContextMetadata:
+    """A list's or dict's metadata from its item lengths and a clipped copy for the preview."""
+    summary: dict[str, float] = {}
+    preview = ""
+    if lengths:
+        summary = {"min": min(lengths), "median": statistics.median(lengths),
+                   "max": max(lengths)}
+        preview = json.dumps(clipped, ensure_ascii=False)[:PREVIEW_CHARS]
+    skipped = skipped or {}
+    return ContextMetadata(kind=kind, total_chars=sum(lengths), items=len(lengths),
+                           item_lengths=summary, preview=preview, source=label, keys=keys,
+                           skipped=tuple(skipped), skip_reasons=dict(skipped))
+
+
+def _scan_member(path: Path) -> TextScan | str:
+    """The scan of one file of a set, or why it is left out."""
+    reason = sniff_binary(path)
+    if reason is not None:
+        return reason
+    try:
+        return scan_text(path, "strict", PREVIEW_CHARS, TAIL_CHARS)
+    except NotUTF8Error:
+        return "not UTF-8 text"
+    except ContextError as exc:
+        return f"unreadable: {exc}"
+
+
+def _require_existing(paths: list[Path]) -> None:
+    """Raise ContextError for a file gone since the scan (a closed Context's spooled stdin)."""
+    for path in paths:
+        if not path.exists():
+            raise ContextError(
+                f"The context file {path} no longer exists (was it deleted, or this "
+                "Context closed?); build the Context again."
+            )
+
+
+def _untouched(path: Path) -> bool:
+    """Whether a file we spilled is still ours: a regular file we own, with one link.
+
+    Sandbox code can write in scratch; if it replaced the spill with a symlink or a hard
+    link to a secret, the next worker would load that secret as `context`.
+    """
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_nlink == 1
