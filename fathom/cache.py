@@ -17,11 +17,12 @@ import json
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from fathom.errors import ConfigError
-from fathom.lm.base import LM, Completion, Message, Usage
+from fathom.lm.base import LM, BaseLM, Completion, Message, Usage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -117,7 +118,7 @@ class ResponseCache:
         self._local = threading.local()
 
 
-class CachedLM:
+class CachedLM(BaseLM):
     """An LM that answers from a ResponseCache when it can and fills it when it cannot."""
 
     def __init__(self, lm: LM, cache: ResponseCache) -> None:
@@ -128,10 +129,38 @@ class CachedLM:
         self.hits = 0
         self.misses = 0
         self._lock = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        # key -> done when the one call in flight for it ends. A concurrent.futures
+        # Future, because waiters may run on other threads' event loops.
+        self._in_flight: dict[str, Future[None]] = {}
 
     def __repr__(self) -> str:
         return f"CachedLM({self.lm!r}, {self.cache!r})"
+
+    async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
+        """The cached reply, or the model's (then stored).
+
+        Identical concurrent calls, from any thread or event loop, wait for the first
+        one's reply instead of all calling the model.
+        """
+        start = time.perf_counter()
+        key = cache_key(self.name, messages, options)
+        hit = await asyncio.to_thread(self._hit, key, start)
+        if hit is not None:
+            return hit
+        while (flight := self._take_turn(key)) is not None:
+            # Shielded: a cancelled waiter must not cancel the flight others wait on.
+            await asyncio.shield(asyncio.wrap_future(flight))
+        try:
+            hit = await asyncio.to_thread(self._hit, key, start)  # filled while we waited?
+            if hit is not None:
+                return hit
+            completion = await self.lm.acomplete(messages, **options)
+            await asyncio.to_thread(self.cache.put, key, self.name, completion)
+            with self._lock:
+                self.misses += 1
+            return completion
+        finally:
+            self._land(key)
 
     def _hit(self, key: str, start: float) -> Completion | None:
         found = self.cache.get(key)
@@ -145,43 +174,14 @@ class CachedLM:
         seconds = time.perf_counter() - start
         return Completion(text, self.name, usage, cached=True, seconds=seconds)
 
-    def _key_lock(self, key: str) -> threading.Lock:
+    def _take_turn(self, key: str) -> Future[None] | None:
+        """None when this call may go to the model, else the flight to wait for first."""
         with self._lock:
-            return self._key_locks.setdefault(key, threading.Lock())
+            flight = self._in_flight.get(key)
+            if flight is None:
+                self._in_flight[key] = Future()
+            return flight
 
-    def _release(self, key: str) -> None:
+    def _land(self, key: str) -> None:
         with self._lock:
-            self._key_locks.pop(key, None)
-
-    def complete(self, messages: list[Message], **options: Any) -> Completion:
-        """The cached reply, or the model's (then stored)."""
-        start = time.perf_counter()
-        key = cache_key(self.name, messages, options)
-        hit = self._hit(key, start)
-        if hit is not None:
-            return hit
-        try:
-            with self._key_lock(key):
-                hit = self._hit(key, start)  # another thread may have filled it meanwhile
-                if hit is not None:
-                    return hit
-                completion = self.lm.complete(messages, **options)
-                self.cache.put(key, self.name, completion)
-                with self._lock:
-                    self.misses += 1
-        finally:
-            self._release(key)
-        return completion
-
-    async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
-        """Async form of `complete`; identical concurrent misses may each call the model."""
-        start = time.perf_counter()
-        key = cache_key(self.name, messages, options)
-        hit = await asyncio.to_thread(self._hit, key, start)
-        if hit is not None:
-            return hit
-        completion = await self.lm.acomplete(messages, **options)
-        await asyncio.to_thread(self.cache.put, key, self.name, completion)
-        with self._lock:
-            self.misses += 1
-        return completion
+            self._in_flight.pop(key).set_result(None)

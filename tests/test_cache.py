@@ -130,3 +130,27 @@ def test_cached_rerun_of_an_rlm_makes_no_network_call(tmp_path: Path) -> None:
     events = (tmp_path / "2.jsonl").read_text().splitlines()
     lm_calls = [json.loads(e) for e in events if '"lm_call"' in e]
     assert lm_calls and all(call["cached"] for call in lm_calls)
+
+
+def test_concurrent_identical_async_calls_share_one_model_call(tmp_path: Path) -> None:
+    lm = ScriptedLM(lambda messages: "reply", latency=0.05)
+    cached = CachedLM(lm, ResponseCache(tmp_path / "r.db"))
+
+    async def fan_out() -> list[bool]:
+        done = await asyncio.gather(*(cached.acomplete(ASK) for _ in range(5)))
+        return [c.cached for c in done]
+
+    assert sorted(asyncio.run(fan_out())) == [False, True, True, True, True]
+    assert len(lm.calls) == 1 and (cached.hits, cached.misses) == (4, 1)
+
+
+def test_a_cancelled_call_lets_the_next_identical_one_through(tmp_path: Path) -> None:
+    lm = ScriptedLM(lambda messages: "reply", latency=0.2)
+    cached = CachedLM(lm, ResponseCache(tmp_path / "r.db"))
+
+    async def cancel_then_retry() -> str:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cached.acomplete(ASK), timeout=0.05)
+        return (await asyncio.wait_for(cached.acomplete(ASK), timeout=5)).text
+
+    assert asyncio.run(cancel_then_retry()) == "reply"

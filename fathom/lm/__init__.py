@@ -8,32 +8,33 @@ imported lazily so an unused SDK is never loaded.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 
 from fathom.errors import ConfigError
-from fathom.lm.base import LM, Completion, Message, Usage, split_spec
+from fathom.lm.base import LM, BaseLM, Completion, Message, Usage, complete_sync, split_spec
 from fathom.lm.scripted import ScriptedLM
+from fathom.registry import Registry
 
 ProviderFactory = Callable[[str], LM]
 
-# provider prefix -> factory, or "module:function" for a lazily imported built-in.
-_PROVIDERS: dict[str, ProviderFactory | str] = {
-    "openai": "fathom.lm.openai:from_spec",
-    "anthropic": "fathom.lm.anthropic:from_spec",
-    "local": "fathom.lm.local:from_spec",
-}
+_PROVIDERS = Registry[ProviderFactory](
+    {
+        "openai": "fathom.lm.openai:from_spec",
+        "anthropic": "fathom.lm.anthropic:from_spec",
+        "local": "fathom.lm.local:from_spec",
+    }
+)
 
 
 def register_provider(prefix: str, factory: ProviderFactory) -> None:
     """Make `prefix:MODEL` specs resolve through `factory(model_part)`."""
-    _PROVIDERS[prefix.lower()] = factory
+    _PROVIDERS.register(prefix.lower(), factory)
 
 
 def providers() -> list[str]:
     """Names of every registered provider prefix."""
-    return sorted(_PROVIDERS)
+    return _PROVIDERS.names()
 
 
 def resolve(spec: str | LM) -> LM:
@@ -41,22 +42,16 @@ def resolve(spec: str | LM) -> LM:
     if not isinstance(spec, str):
         return spec
     provider, model = split_spec(spec)
-    entry = _PROVIDERS.get(provider)
-    if entry is None:
+    try:
+        factory = _PROVIDERS.get(provider)
+    except KeyError:
         known = ", ".join(f"'{p}:MODEL'" for p in providers())
-        raise ConfigError(f"Unknown model spec {spec!r}: use one of {known}.")
-    if isinstance(entry, str):
-        module_name, _, attr = entry.partition(":")
-        try:
-            factory: ProviderFactory = getattr(importlib.import_module(module_name), attr)
-        except ImportError as exc:
-            raise ConfigError(
-                f"Provider {provider!r} could not be loaded ({exc}); "
-                "reinstall fathom with its dependencies."
-            ) from exc
-        _PROVIDERS[provider] = factory
-    else:
-        factory = entry
+        raise ConfigError(f"Unknown model spec {spec!r}: use one of {known}.") from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"Provider {provider!r} could not be loaded ({exc}); "
+            "reinstall fathom with its dependencies."
+        ) from exc
     return factory(model)
 
 
@@ -76,10 +71,12 @@ def default_model() -> str:
 
 __all__ = [
     "LM",
+    "BaseLM",
     "Completion",
     "Message",
     "ScriptedLM",
     "Usage",
+    "complete_sync",
     "default_model",
     "providers",
     "register_provider",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,18 +61,49 @@ class Completion:
 
 @runtime_checkable
 class LM(Protocol):
-    """A chat model. `name` is its spec string, e.g. "openai:gpt-5-mini"."""
+    """A chat model. `name` is its spec string, e.g. "openai:gpt-5-mini".
+
+    The engine only awaits `acomplete`; `complete_sync` (or `BaseLM.complete`)
+    is the blocking form for scripts and notebooks.
+    """
 
     name: str
     context_window: int
 
-    def complete(self, messages: list[Message], **options: Any) -> Completion:
+    async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
         """Return the model's reply to `messages`."""
         ...
 
+
+def complete_sync(lm: LM, messages: list[Message], **options: Any) -> Completion:
+    """Blocking call of `lm.acomplete`, usable inside a running event loop's thread too.
+
+    With no loop running the call gets a fresh one here; with a loop running (a
+    ScriptedLM responder, a notebook cell) it cannot reuse or block that loop, so
+    it runs on a fresh loop in a worker thread while this thread waits.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(lm.acomplete(messages, **options))
+    context = contextvars.copy_context()
+    with ThreadPoolExecutor(1, thread_name_prefix="fathom-complete") as pool:
+        return pool.submit(context.run, asyncio.run, lm.acomplete(messages, **options)).result()
+
+
+class BaseLM(ABC):
+    """Base for providers: write `acomplete`, get the blocking `complete` from it."""
+
+    name: str
+    context_window: int
+
+    @abstractmethod
     async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
-        """Async form of `complete`."""
-        ...
+        """Return the model's reply to `messages`."""
+
+    def complete(self, messages: list[Message], **options: Any) -> Completion:
+        """Blocking form of `acomplete` (see `complete_sync`)."""
+        return complete_sync(self, messages, **options)
 
 
 def split_spec(spec: str) -> tuple[str, str]:

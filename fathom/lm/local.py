@@ -4,7 +4,7 @@
 package; `local:/path/model.gguf` runs any GGUF chat model. Each weights file
 is loaded once per process and shared by every LocalLM that names it. A
 llama.cpp context is not thread-safe, so each loaded model has one lock and
-concurrent sub-calls take turns; the async form runs in a worker thread.
+concurrent sub-calls take turns, each generating in a worker thread.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fathom.errors import ConfigError, ContextWindowError, LMError, ProviderUnavailable
-from fathom.lm.base import Completion, Message, Usage
+from fathom.lm.base import BaseLM, Completion, Message, Usage
 
 DEFAULT_MAX_CTX = 8192  # SmolLM2's trained window; larger asks cost RAM for nothing
 DEFAULT_MAX_TOKENS = 1024
@@ -121,7 +121,7 @@ def _load(path: Path, n_ctx: int, n_threads: int | None) -> _Loaded:
         return loaded
 
 
-class LocalLM:
+class LocalLM(BaseLM):
     """A GGUF chat model run in-process by llama.cpp."""
 
     def __init__(
@@ -158,14 +158,22 @@ class LocalLM:
             total += MESSAGE_OVERHEAD
         return total + 3
 
-    def complete(self, messages: list[Message], **options: Any) -> Completion:
-        """Generate a reply; raises ContextWindowError when the prompt cannot fit."""
-        return self._generate(messages, None, **options)
+    async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
+        """Generate a reply in a worker thread, so the event loop stays free.
+
+        Raises ContextWindowError when the prompt cannot fit. Cancelling the call
+        (a time budget, Ctrl-C) stops the generation at the next token.
+        """
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, messages, cancel, **options)
+        finally:
+            cancel.set()
 
     def _generate(
-        self, messages: list[Message], cancel: threading.Event | None, **options: Any
+        self, messages: list[Message], cancel: threading.Event, **options: Any
     ) -> Completion:
-        """Stream tokens so a cancelled call (a budget or Ctrl-C) stops within one token."""
+        """Stream tokens so a cancelled call stops within one token."""
         max_tokens = int(options.get("max_tokens") or DEFAULT_MAX_TOKENS)
         start = time.perf_counter()
         with self._loaded.lock:
@@ -194,7 +202,7 @@ class LocalLM:
                     if delta:
                         parts.append(delta)
                         tokens += 1
-                    if cancel is not None and cancel.is_set():
+                    if cancel.is_set():
                         break
             except ValueError as exc:
                 if "context window" in str(exc):
@@ -206,17 +214,6 @@ class LocalLM:
             usage=Usage(needed, tokens, 0, 0.0, 1),
             seconds=time.perf_counter() - start,
         )
-
-    async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
-        """Async form of `complete`: runs in a thread, so the event loop stays free.
-
-        Cancelling it (a time budget, Ctrl-C) stops the generation at the next token.
-        """
-        cancel = threading.Event()
-        try:
-            return await asyncio.to_thread(self._generate, messages, cancel, **options)
-        finally:
-            cancel.set()
 
 
 def from_spec(model: str) -> LocalLM:

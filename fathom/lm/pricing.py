@@ -11,12 +11,18 @@ trusted. Local models are free.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# Characters per token when a count must be estimated (servers without usage,
+# budget reservations, context windows in characters). It is OpenAI's rule of
+# thumb for English; code and other languages run higher, so estimates are rough.
+CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -157,12 +163,8 @@ def known_models() -> list[str]:
 
 
 def estimate_tokens(text: str) -> int:
-    """Token estimate for servers that report no usage: 1 token per 4 characters.
-
-    That ratio is OpenAI's own rule of thumb for English; code and other
-    languages run higher, so budgets on such servers are approximate.
-    """
-    return (len(text) + 3) // 4
+    """Token estimate for servers that report no usage, rounded up (see CHARS_PER_TOKEN)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:

@@ -92,31 +92,13 @@ def _announce(policy: RetryPolicy, attempt: int, verdict: Verdict, exc: BaseExce
     return delay
 
 
-def call_with_retries(
-    fn: Callable[[], T],
-    classify: Classifier,
-    policy: RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call `fn` until it succeeds, `classify` says stop, or the retries run out."""
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            verdict = classify(exc)
-            if not verdict.retry or attempt >= policy.max_retries:
-                raise
-            sleep(_announce(policy, attempt, verdict, exc))
-            attempt += 1
-
-
 async def acall_with_retries(
     fn: Callable[[], Awaitable[T]],
     classify: Classifier,
     policy: RetryPolicy,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
-    """Async form of `call_with_retries`; waits with `asyncio.sleep`."""
+    """Await `fn()` until it succeeds, `classify` says stop, or the retries run out."""
     attempt = 0
     while True:
         try:
@@ -125,7 +107,7 @@ async def acall_with_retries(
             verdict = classify(exc)
             if not verdict.retry or attempt >= policy.max_retries:
                 raise
-            await asyncio.sleep(_announce(policy, attempt, verdict, exc))
+            await sleep(_announce(policy, attempt, verdict, exc))
             attempt += 1
 
 

@@ -9,17 +9,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fathom.errors import LMError
-from fathom.lm.base import Completion, Message, Usage
+from fathom.lm import pricing
+from fathom.lm.base import BaseLM, Completion, Message, Usage
 
 Responder = Callable[[list[Message]], str]
 
 
-class ScriptedLM:
+class ScriptedLM(BaseLM):
     """An LM whose replies are a list used in order, or a callable `messages -> str`.
 
-    `latency` (seconds) simulates a slow model; `sync_sleep` decides whether the
-    async path sleeps with asyncio (default) or blocks a thread. Token counts are
-    a 4-characters-per-token estimate so budgets and usage work as with real models.
+    `latency` (seconds) simulates a slow model with an asyncio sleep. Token counts
+    are pricing's estimates, as for a server that reports no usage, so budgets and
+    usage work as with real models.
     A reply that is an Exception instance is raised instead of returned.
     """
 
@@ -64,28 +65,17 @@ class ScriptedLM:
             raise reply
         return reply
 
-    def _completion(self, messages: list[Message], text: str, seconds: float) -> Completion:
-        prompt_tokens = sum(len(m.get("content", "")) for m in messages) // 4 + 1
-        completion_tokens = len(text) // 4 + 1
-        usd = (prompt_tokens + completion_tokens) * self.usd_per_million_tokens / 1e6
-        usage = Usage(prompt_tokens, completion_tokens, 0, usd, 1)
-        return Completion(text=text, model=self.name, usage=usage, seconds=seconds)
-
-    def complete(self, messages: list[Message], **options: Any) -> Completion:
-        """Return the next scripted reply."""
-        start = time.perf_counter()
-        if self.latency:
-            time.sleep(self.latency)
-        text = self._next_reply(messages)
-        return self._completion(messages, text, time.perf_counter() - start)
-
     async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
-        """Async form of `complete`; latency is an asyncio sleep."""
+        """Return the next scripted reply."""
         start = time.perf_counter()
         if self.latency:
             await asyncio.sleep(self.latency)
         text = self._next_reply(messages)
-        return self._completion(messages, text, time.perf_counter() - start)
+        prompt_tokens = pricing.estimate_prompt_tokens(messages)
+        completion_tokens = pricing.estimate_tokens(text)
+        usd = (prompt_tokens + completion_tokens) * self.usd_per_million_tokens / 1e6
+        usage = Usage(prompt_tokens, completion_tokens, 0, usd, 1)
+        return Completion(text, self.name, usage, seconds=time.perf_counter() - start)
 
     @property
     def remaining(self) -> int:

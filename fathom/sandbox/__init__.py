@@ -7,12 +7,12 @@ one module plus one `register_sandbox` call.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from fathom.errors import ConfigError
+from fathom.registry import Registry
 from fathom.sandbox.base import Bridge, ExecResult, Sandbox
 
 IsolationLevel = Literal["strict", "standard", "off"]
@@ -30,37 +30,36 @@ class SandboxOptions:
 
 SandboxFactory = Callable[[SandboxOptions], Sandbox]
 
-_SANDBOXES: dict[str, SandboxFactory | str] = {
-    "subprocess": "fathom.sandbox.subprocess:SubprocessSandbox",
-    "inprocess": "fathom.sandbox.inprocess:InProcessSandbox",
-}
+_SANDBOXES = Registry[SandboxFactory](
+    {
+        "subprocess": "fathom.sandbox.subprocess:SubprocessSandbox",
+        "inprocess": "fathom.sandbox.inprocess:InProcessSandbox",
+    }
+)
 
 
 def register_sandbox(name: str, factory: SandboxFactory) -> None:
     """Make `sandbox=name` build sandboxes with `factory(options)`."""
-    _SANDBOXES[name] = factory
+    _SANDBOXES.register(name, factory)
 
 
 def sandbox_names() -> list[str]:
     """Every registered sandbox name."""
-    return sorted(_SANDBOXES)
+    return _SANDBOXES.names()
 
 
 def create(spec: str | SandboxFactory, options: SandboxOptions) -> Sandbox:
     """Build a fresh sandbox from a name or a factory (each run gets its own)."""
     if callable(spec):
         return spec(options)
-    entry = _SANDBOXES.get(spec)
-    if entry is None:
+    try:
+        factory = _SANDBOXES.get(spec)
+    except KeyError:
         raise ConfigError(
             f"Unknown sandbox {spec!r}: use one of {', '.join(sandbox_names())}, "
             "or pass a callable that returns a Sandbox."
-        )
-    if isinstance(entry, str):
-        module_name, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module_name), attr)
-        _SANDBOXES[spec] = entry
-    return entry(options)
+        ) from None
+    return factory(options)
 
 
 __all__ = [

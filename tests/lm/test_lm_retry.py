@@ -8,13 +8,7 @@ import time
 
 import pytest
 
-from fathom.lm.retry import (
-    RetryPolicy,
-    Verdict,
-    acall_with_retries,
-    call_with_retries,
-    parse_retry_after,
-)
+from fathom.lm.retry import RetryPolicy, Verdict, acall_with_retries, parse_retry_after
 
 
 def test_parse_retry_after_forms() -> None:
@@ -37,7 +31,10 @@ def test_retries_until_success_and_stops_on_permanent_errors() -> None:
     calls: list[int] = []
     waits: list[float] = []
 
-    def flaky() -> str:
+    async def wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def flaky() -> str:
         calls.append(1)
         if len(calls) < 3:
             raise ConnectionError("reset")
@@ -46,14 +43,15 @@ def test_retries_until_success_and_stops_on_permanent_errors() -> None:
     def retry_connection(exc: BaseException) -> Verdict:
         return Verdict(isinstance(exc, ConnectionError), retry_after=0.0)
 
-    assert call_with_retries(flaky, retry_connection, RetryPolicy(), sleep=waits.append) == "ok"
+    retrying = acall_with_retries(flaky, retry_connection, RetryPolicy(), sleep=wait)
+    assert asyncio.run(retrying) == "ok"
     assert waits == [0.0, 0.0]
 
-    def broken() -> str:
+    async def broken() -> str:
         raise ValueError("bad request")
 
     with pytest.raises(ValueError):
-        call_with_retries(broken, retry_connection, RetryPolicy(), sleep=waits.append)
+        asyncio.run(acall_with_retries(broken, retry_connection, RetryPolicy(), sleep=wait))
     assert len(waits) == 2  # no wait for a permanent error
 
 
@@ -73,12 +71,12 @@ def test_gives_up_after_max_retries() -> None:
 def test_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     attempts: list[int] = []
 
-    def twice() -> str:
+    async def twice() -> str:
         attempts.append(1)
         if len(attempts) < 2:
             raise ConnectionError("reset")
         return "ok"
 
     with caplog.at_level("INFO", logger="fathom.lm"):
-        call_with_retries(twice, lambda e: Verdict(True, 0.0), RetryPolicy(), sleep=lambda s: None)
+        asyncio.run(acall_with_retries(twice, lambda e: Verdict(True, 0.0), RetryPolicy()))
     assert "retry 1 of 4 in 0.0 s" in caplog.text and "ConnectionError" in caplog.text

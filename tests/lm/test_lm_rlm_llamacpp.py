@@ -37,9 +37,6 @@ class Constrained:
         self.name = lm.name
         self.context_window = lm.context_window
 
-    def complete(self, messages: list[Message], **options: Any) -> Completion:
-        return self.lm.complete(messages, grammar=self.grammar, **options)
-
     async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
         return await self.lm.acomplete(messages, grammar=self.grammar, **options)
 
