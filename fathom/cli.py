@@ -26,7 +26,7 @@ from fathom.errors import (
     ProviderUnavailable,
     TraceError,
 )
-from fathom.sandbox import IsolationLevel, sandbox_names
+from fathom.sandbox import ISOLATION_LEVELS, IsolationLevel, sandbox_names
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 
@@ -102,7 +102,7 @@ def main() -> None:
               help="Model for llm_query sub-calls (default: the root model).")
 @click.option("--sandbox", type=click.Choice(sandbox_names()), default="subprocess",
               show_default=True, help="Where the REPL code runs; inprocess has no isolation.")
-@click.option("--isolation", type=click.Choice(["strict", "standard", "off"]), default="standard",
+@click.option("--isolation", type=click.Choice(ISOLATION_LEVELS), default="standard",
               show_default=True,
               help="Subprocess sandbox protection; strict fails if a layer is missing "
                    "(see `fathom doctor`).")
@@ -277,9 +277,9 @@ def replay(trace: Path, sandbox: str, context_paths: tuple[str, ...], as_json: b
 
 
 @main.command()
-@click.option("--isolation", type=click.Choice(["strict", "standard", "off"]), default="standard",
+@click.option("--isolation", type=click.Choice(ISOLATION_LEVELS), default="standard",
               show_default=True, help="The isolation level to probe.")
-def doctor(isolation: str) -> None:
+def doctor(isolation: IsolationLevel) -> None:
     """Show what this machine offers fathom: Python, models, sandbox protection layers.
 
     The layers come from starting a real probe worker at the chosen isolation level.
@@ -301,24 +301,17 @@ def doctor(isolation: str) -> None:
         shown = "not set" if not value else (value if var in ("FATHOM_MODEL", "OPENAI_BASE_URL")
                                              else "set")
         rows.append((var, shown))
-    from fathom.sandbox import isolation as isolation_module
+    from fathom.sandbox.isolation.report import report
 
-    # report() probes the host (namespaces, seccomp, rlimits); it names each layer's status.
-    report = getattr(isolation_module, "report", None)
-    try:
-        layers: dict[str, str] = dict(report(isolation)) if callable(report) else {
-            "isolation": "unknown: this install's fathom.sandbox.isolation has no report()"}
-    except FathomError as exc:
-        layers = {"isolation": f"unknown: {exc}"}
-    width = max(len(name) for name, _ in rows + [(k, "") for k in layers])
+    # A probe worker confined like a real one: what really holds, or why it does not.
+    layers = report(isolation)
+    width = max(len(name) for name in [*(row[0] for row in rows), *layers])
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
     click.echo("")
     click.echo(f"sandbox protection layers (subprocess sandbox, isolation={isolation}):")
-    for layer, status in layers.items():
-        click.echo(f"  {layer:<{width}}  {status}")
-    if not layers:
-        click.echo("  (none: code runs in a plain worker process)")
+    for layer in layers.values():
+        click.echo(f"  {layer.name:<{width}}  {layer.text}")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from fathom.errors import ConfigError
 from fathom.registry import Registry
 from fathom.sandbox.base import Bridge, ExecResult, Sandbox
 
 IsolationLevel = Literal["strict", "standard", "off"]
+# The levels in the order help texts list them; derived so the Literal stays the one list.
+ISOLATION_LEVELS: tuple[IsolationLevel, ...] = get_args(IsolationLevel)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ def create(spec: str | SandboxFactory, options: SandboxOptions) -> Sandbox:
 
 
 __all__ = [
+    "ISOLATION_LEVELS",
     "Bridge",
     "ExecResult",
     "IsolationLevel",

@@ -15,8 +15,7 @@ class ExecResult:
 
     `final` is set when the code called FINAL / FINAL_VAR successfully. `notice`
     is text for the model about something the sandbox did on its own (timeout,
-    worker restart, variables lost), and `lost_variables` names what a restart
-    could not restore.
+    worker restart, which variables were restored and which were lost).
     """
 
     stdout: str = ""
@@ -25,8 +24,6 @@ class ExecResult:
     seconds: float = 0.0
     final: str | None = None
     notice: str | None = None
-    restarted: bool = False
-    lost_variables: tuple[str, ...] = ()
 
 
 @runtime_checkable
@@ -68,10 +65,6 @@ class Sandbox(Protocol):
 
     def execute(self, code: str, timeout: float | None = None) -> ExecResult:
         """Run `code` in the persistent namespace and report what it did."""
-        ...
-
-    def variables(self) -> dict[str, str]:
-        """User variables: name -> short type and size summary (as SHOW_VARS prints)."""
         ...
 
     def isolation(self) -> dict[str, str]:

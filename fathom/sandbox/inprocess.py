@@ -85,10 +85,6 @@ class InProcessSandbox:
             notice=notice,
         )
 
-    def variables(self) -> dict[str, str]:
-        """User variables: name -> short type and size summary."""
-        return self._require().variables()
-
     def isolation(self) -> dict[str, str]:
         """No protection layer: the code runs with this process's rights."""
         return {"process": "off"}

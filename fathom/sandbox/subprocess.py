@@ -4,13 +4,14 @@ The parent enforces every limit: a per-block timeout (SIGINT first, SIGKILL when
 the block does not stop), the memory limit (RLIMIT_AS via the isolation plan), the
 output cap, and validation of every channel message. When the worker dies it is
 restarted, reloads the context and restores the variables its last snapshot
-held; the ExecResult says what happened and what was lost.
+held; the ExecResult's notice says what happened and which variables were lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import os
 import shutil
 import signal
@@ -21,13 +22,13 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fathom.context import Context
 from fathom.errors import IsolationError, SandboxError
 from fathom.sandbox import SandboxOptions
-from fathom.sandbox import isolation as isolation_module
 from fathom.sandbox.base import Bridge, ExecResult
 from fathom.sandbox.channel import (
     CALLS,
@@ -38,6 +39,8 @@ from fathom.sandbox.channel import (
     capped_text,
     names_from,
 )
+from fathom.sandbox.isolation import Layer, layers_from_text, layers_to_text
+from fathom.sandbox.isolation.plan import IsolationPlan, prepare
 from fathom.sandbox.output import CappedText
 from fathom.sandbox.process import (
     BOOT,
@@ -54,27 +57,51 @@ class _Dead(Exception):
     """The worker stopped answering (exited, or was killed by us)."""
 
 
-def _cleanup(state: dict[str, Any]) -> None:
-    """Stop the worker and delete the scratch dir (close(), garbage collection, exit)."""
-    process: WorkerProcess | None = state.pop("process", None)
-    if process is not None:
-        process.stop()
-        # Kills what REPL code left behind under the sandbox's own uid (setsid'd children).
-        state.get("isolation_cleanup", _nothing)()
-    pool: ThreadPoolExecutor | None = state.pop("pool", None)
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
-    scratch = state.pop("scratch", None)
-    if scratch is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
-    # Frees the sandbox's scratch tmpfs (disk quota), which lives in RAM.
-    state.pop("isolation_close", _nothing)()
+class Recovery(enum.Enum):
+    """Why a worker is being replaced."""
+
+    TIMED_OUT = "timed out"  # the block did not stop when interrupted, so it was killed
+    CRASHED = "crashed"  # the worker died while running the block
+    DIED_IDLE = "died idle"  # the worker died between blocks (a thread of the last one)
+
+
+@dataclass
+class _State:
+    """What a sandbox must free: its worker, scratch dir, call threads and isolation plan.
+
+    Its finalizer holds this object, never the sandbox, so a sandbox nobody closed is
+    still collected and cleaned up.
+    """
+
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=64, thread_name_prefix="fathom-call")
+    )
+    scratch: Path | None = None
+    plan: IsolationPlan | None = None
+    process: WorkerProcess | None = None
+
+    def stop_worker(self) -> int | None:
+        """Kill the current worker and what REPL code left behind; its exit code."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        code = process.stop()
+        if self.plan is not None:
+            self.plan.cleanup()  # processes left under the sandbox's own uid (setsid'd ones)
+        return code
+
+    def release(self) -> None:
+        """Stop the worker and delete the scratch dir (close(), garbage collection, exit)."""
+        self.stop_worker()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+        if self.plan is not None:
+            self.plan.close()  # frees the scratch tmpfs (disk quota), which lives in RAM
 
 
 _MAX_NOTES = 5
-
-def _nothing() -> None:
-    pass
 
 
 class SubprocessSandbox:
@@ -92,14 +119,13 @@ class SubprocessSandbox:
         self.options = options or SandboxOptions()
         self.interrupt_grace = interrupt_grace
         self.start_timeout = start_timeout
-        self._state: dict[str, Any] = {}
+        self._state = _State()
         # Runs at close(), when the sandbox is collected, or at interpreter exit.
-        self._finalizer = weakref.finalize(self, _cleanup, self._state)
+        self._finalizer = weakref.finalize(self, self._state.release)
         self._bridge: Bridge | None = None
         self._context: Context | None = None
-        self._layers: dict[str, str] = {}  # what the first worker reported as really in force
+        self._layers: dict[str, Layer] = {}  # what the first worker reported as in force
         self._init: dict[str, Any] = {}
-        self._plan: isolation_module.IsolationPlan | None = None
         self._lock = threading.Lock()
         self._ids = 0
         self._notes: list[str] = []
@@ -109,47 +135,43 @@ class SubprocessSandbox:
         """Create the scratch dir, plan the isolation, start the worker and load the context."""
         if not self._finalizer.alive:
             raise SandboxError("This sandbox was closed; create a new one for a new run.")
-        if "scratch" in self._state:
+        if self._state.scratch is not None:
             raise SandboxError("This sandbox is already started; create one sandbox per run.")
-        scratch = Path(tempfile.mkdtemp(prefix="fathom-sandbox-"))
-        self._state["scratch"] = scratch
-        self._state["pool"] = ThreadPoolExecutor(max_workers=64, thread_name_prefix="fathom-call")
+        scratch = self._state.scratch = Path(tempfile.mkdtemp(prefix="fathom-sandbox-"))
         self._bridge = bridge
         self._context = context
         spec = _context_spec(context, scratch)
-        self._plan = isolation_module.prepare(
+        plan = self._state.plan = prepare(
             self.options.isolation,
             scratch=scratch,
             readable=_readable_paths(spec),
             memory_mb=_memory_for(self.options.memory_mb, spec),
         )
-        self._state["isolation_cleanup"] = self._plan.cleanup
-        self._state["isolation_close"] = self._plan.close
         self._init = {
             "op": "init",
             "scratch": str(scratch),
             "output_limit": self.options.output_limit,
-            "isolation": self._plan.worker_spec,
+            "isolation": plan.worker_spec,
         }
         ready = self._spawn(restore=False)
         layers = ready.get("layers")
-        if isinstance(layers, dict):
-            self._layers = {str(k)[:100]: str(v)[:300] for k, v in list(layers.items())[:50]}
+        if isinstance(layers, dict):  # from the worker: capped like any message it sends
+            found = {str(k)[:100]: str(v)[:300] for k, v in list(layers.items())[:50]}
+            self._layers = layers_from_text(found)
 
     def _spawn(self, *, restore: bool) -> dict[str, Any]:
         """Start a worker and wait for its `ready`; SandboxError if it cannot start."""
-        assert self._plan is not None
-        plan = self._plan
+        plan, scratch = self._state.plan, self._state.scratch
+        assert plan is not None and scratch is not None
         to_worker_r, to_worker_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
         raw_r, raw_w = os.pipe()
         # -P: the cwd (scratch, writable by REPL code) must not shadow modules the next
         # worker imports before its isolation is in force.
-        argv = [*plan.argv_prefix, sys.executable, "-P", "-c", BOOT,
-                str(to_worker_r), str(to_parent_w)]
+        argv = [sys.executable, "-P", "-c", BOOT, str(to_worker_r), str(to_parent_w)]
         try:
             popen = subprocess.Popen(
-                argv, env=plan.env, preexec_fn=plan.preexec, cwd=self._state["scratch"],
+                argv, env=plan.env, preexec_fn=plan.preexec, cwd=scratch,
                 stdin=subprocess.DEVNULL, stdout=raw_w, stderr=raw_w,
                 pass_fds=(to_worker_r, to_parent_w), start_new_session=True,
             )
@@ -167,18 +189,16 @@ class SubprocessSandbox:
         )
         process.reader = threading.Thread(target=process.drain, name="fathom-raw", daemon=True)
         process.reader.start()
-        self._state["process"] = process
+        self._state.process = process
         try:
             # Asked again at each start: REPL code may have deleted a spilled context file.
-            spec = _context_spec(self._context, self._state["scratch"])
+            spec = _context_spec(self._context, scratch)
             process.channel.send({**self._init, "context": spec, "restore": restore})
             ready = self._wait_for(process, "ready", None, time.monotonic() + self.start_timeout)
         except (_Dead, ChannelClosed):
             ready = None
         if ready is None or ready.get("op") != "ready":
-            self._state.pop("process", None)
-            code = process.stop()  # also collects the last raw output (a traceback, say)
-            self._plan.cleanup()
+            code = self._state.stop_worker()  # also collects the last raw output (a traceback)
             detail = (ready or {}).get("error") or "".join(process.tail)[-CRASH_TAIL:]
             if (ready or {}).get("kind") == "IsolationError":
                 raise IsolationError(str(detail))
@@ -203,15 +223,13 @@ class SubprocessSandbox:
             if process.popen.poll() is None:
                 return self._run(process, code, limit)
             # Died between blocks (say, a thread the last block started): restart, then run.
-            before = self._recover(process, time.monotonic(), limit, timed_out=False, idle=True)
+            before = self._recover(process, time.monotonic(), limit, Recovery.DIED_IDLE)
             self._notes = []
             result = self._run(self._require(), code, limit)
             return dataclasses.replace(
                 result,
                 stdout=before.stdout + result.stdout,
                 notice=" ".join(n for n in (before.notice, result.notice) if n),
-                restarted=True,
-                lost_variables=before.lost_variables + result.lost_variables,
             )
 
     def _run(self, process: WorkerProcess, code: str, limit: float) -> ExecResult:
@@ -231,11 +249,11 @@ class SubprocessSandbox:
                 if done is not None:
                     return self._result(process, done, time.monotonic() - started, limit)
                 if interrupted_at is not None:
-                    return self._recover(process, started, limit, timed_out=True)
+                    return self._recover(process, started, limit, Recovery.TIMED_OUT)
                 os.kill(process.popen.pid, signal.SIGINT)
                 interrupted_at = time.monotonic()
         except (_Dead, ChannelClosed):
-            return self._recover(process, started, limit, timed_out=False)
+            return self._recover(process, started, limit, Recovery.CRASHED)
 
     def _wait_for(
         self, process: WorkerProcess, op: str, msg_id: int | None, deadline: float
@@ -277,7 +295,7 @@ class SubprocessSandbox:
         if not isinstance(call_id, int) or fn not in CALLS or not isinstance(args, dict):
             self._note(f"ignored a malformed call request from the worker ({str(fn)[:40]!r})")
             return
-        self._state["pool"].submit(self._answer, process, call_id, str(fn), args)
+        self._state.pool.submit(self._answer, process, call_id, str(fn), args)
 
     def _answer(self, process: WorkerProcess, call_id: int, fn: str, args: dict[str, Any]) -> None:
         value = call_bridge(self._bridge, fn, args)
@@ -312,89 +330,78 @@ class SubprocessSandbox:
         )
 
     def _recover(
-        self, process: WorkerProcess, started: float, limit: float, *, timed_out: bool,
-        idle: bool = False,
+        self, process: WorkerProcess, started: float, limit: float, why: Recovery
     ) -> ExecResult:
         """The worker died or would not stop: restart it, restore what it saved, explain."""
-        self._state.pop("process", None)
-        code = process.stop()
-        self._state.get("isolation_cleanup", _nothing)()
+        code = self._state.stop_worker()
         raw, fatal = split_fatal(process.take_raw(self.options.output_limit))
-        if timed_out:
-            what = (f"exceeded the {limit:g} s timeout and did not stop when interrupted, "
-                    "so the worker was killed")
-            error = f"TimeoutError: the block ran longer than {limit:g} s"
-        elif idle:
-            what = (f"could not run at first: the worker had died after the previous block "
-                    f"({describe_exit(code)}), so it ran on a new worker")
-            error = None
-        else:
-            what = f"crashed the worker ({describe_exit(code)})"
-            error = f"SandboxError: the worker died ({describe_exit(code)})"
+        what, error = _explain(why, limit, describe_exit(code))
         if fatal and error is not None:
             error += f"\n{fatal}"
-        try:
-            ready = self._spawn(restore=True)
-            restored = names_from(ready.get("restored"))
-            lost = names_from(ready.get("lost"))
-        except SandboxError:
-            # Restoring itself killed the new worker (a hostile or broken snapshot): start
-            # clean rather than not at all.
-            (self._state["scratch"] / SNAPSHOT_NAME).unlink(missing_ok=True)
-            ready = self._spawn(restore=False)
-            restored, lost = [], ["(all variables: restoring them failed)"]
+        restored, lost = self._restart()
         notice = (
             f"The block {what}. The worker was restarted and the context reloaded; "
             f"variables restored: {', '.join(restored) or 'none'}; "
-            f"lost: {', '.join(lost) or 'none'}. "
-            + ("" if idle else "Anything assigned by the failed block is lost.")
+            f"lost: {', '.join(lost) or 'none'}."
         )
+        if why is not Recovery.DIED_IDLE:
+            notice += " Anything assigned by the failed block is lost."
         return ExecResult(
             stdout=raw,
             error=error,
             seconds=time.monotonic() - started,
             notice=" ".join([notice, *self._notes]),
-            restarted=True,
-            lost_variables=tuple(lost),
         )
 
-    # --- inspection ---------------------------------------------------------------------
-    def variables(self) -> dict[str, str]:
-        """User variables in the worker: name -> short type and size summary."""
-        with self._lock:
-            process = self._require()
-            self._ids += 1
-            try:
-                process.channel.send({"op": "vars", "id": self._ids})
-                reply = self._wait_for(process, "vars", self._ids, time.monotonic() + 30)
-            except (_Dead, ChannelClosed):
-                reply = None
-        found = (reply or {}).get("variables")
-        if not isinstance(found, dict):
-            return {}
-        return {str(k): str(v)[:200] for k, v in found.items()}
+    def _restart(self) -> tuple[list[str], list[str]]:
+        """A new worker holding what its predecessor saved: the (restored, lost) names."""
+        try:
+            ready = self._spawn(restore=True)
+        except SandboxError:
+            # Restoring itself killed the new worker (a hostile or broken snapshot): start
+            # clean rather than not at all.
+            assert self._state.scratch is not None
+            (self._state.scratch / SNAPSHOT_NAME).unlink(missing_ok=True)
+            self._spawn(restore=False)
+            return [], ["(all variables: restoring them failed)"]
+        return names_from(ready.get("restored")), names_from(ready.get("lost"))
 
+    # --- inspection ---------------------------------------------------------------------
     def isolation(self) -> dict[str, str]:
-        """The isolation plan's layers: name -> "active" | "off" | "unavailable: why"."""
-        return dict(self._layers or (self._plan.layers if self._plan is not None else {}))
+        """The layers in force, in their trace form: name -> "active (how)", "off" or
+        "unavailable: why" (what the first worker reported, else what the plan expects)."""
+        plan = self._state.plan
+        return layers_to_text(self._layers or (plan.layers if plan is not None else {}))
 
     @property
     def scratch(self) -> Path | None:
         """The worker's private scratch directory (its cwd, HOME and TMPDIR)."""
-        scratch = self._state.get("scratch")
-        return Path(scratch) if scratch is not None else None
+        return self._state.scratch
 
     @property
     def pid(self) -> int | None:
         """The current worker's process id (None before start or after close)."""
-        process = self._state.get("process")
+        process = self._state.process
         return process.popen.pid if process is not None else None
 
     def _require(self) -> WorkerProcess:
-        process: WorkerProcess | None = self._state.get("process")
+        process = self._state.process
         if process is None:
             raise SandboxError("The sandbox is not started (or was closed): call start() first.")
         return process
+
+
+def _explain(why: Recovery, limit: float, ending: str) -> tuple[str, str | None]:
+    """What the notice says the block did, and the error the block reports."""
+    if why is Recovery.TIMED_OUT:
+        what = (f"exceeded the {limit:g} s timeout and did not stop when interrupted, "
+                "so the worker was killed")
+        return what, f"TimeoutError: the block ran longer than {limit:g} s"
+    if why is Recovery.DIED_IDLE:
+        what = (f"could not run at first: the worker had died after the previous block "
+                f"({ending}), so it ran on a new worker")
+        return what, None
+    return f"crashed the worker ({ending})", f"SandboxError: the worker died ({ending})"
 
 
 def _memory_for(memory_mb: int | None, spec: dict[str, Any]) -> int | None:

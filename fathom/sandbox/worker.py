@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from fathom.context import load_spec
-from fathom.sandbox import isolation
 from fathom.sandbox.channel import BadMessage, Channel, ChannelClosed
+from fathom.sandbox.isolation import layers_to_text, worker_side
 from fathom.sandbox.repl import REPL_MODULE, Repl
 
 SNAPSHOT_NAME = ".fathom-snapshot.pkl"
@@ -143,9 +143,6 @@ class Worker:
             if op == "exec":
                 self._exec(message)
                 self.snapshot()
-            elif op == "vars":
-                self.channel.send({"op": "vars", "id": message.get("id"),
-                                   "variables": self.repl.variables()})
             elif op == "stop":
                 return
 
@@ -170,7 +167,7 @@ class Worker:
         self.channel.send(reply)
         if reply.get("interrupted"):
             # A timed-out block may have left processes behind (a fork bomb): end them.
-            isolation.kill_strays(self.isolation_spec)
+            worker_side.kill_strays(self.isolation_spec)
 
     # --- crash recovery --------------------------------------------------------------
     def snapshot(self) -> None:
@@ -309,7 +306,7 @@ def main(argv: list[str]) -> int:
         context = load_spec(init["context"])
         worker = Worker(channel, context, init)
         # Before any thread starts: Landlock confines only the calling thread and later ones.
-        layers = isolation.enter(init.get("isolation") or {})
+        layers = layers_to_text(worker_side.enter(init.get("isolation") or {}))
     except Exception as exc:  # the parent raises SandboxError (IsolationError at strict)
         kind = type(exc).__name__
         channel.send({"op": "failed", "kind": kind, "error": f"{kind}: {exc}"})

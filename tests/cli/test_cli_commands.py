@@ -60,7 +60,14 @@ def test_doctor_reports_environment_and_isolation_layers(fathom_cli: Runner) -> 
     assert out.returncode == 0, out.stderr
     assert "python" in out.stdout and "providers" in out.stdout
     assert "sandbox protection layers" in out.stdout
+    assert "\n  environment " in out.stdout and "  memory_limit " in out.stdout
     assert "OPENAI_API_KEY" in out.stdout and "sk-" not in out.stdout  # presence, never values
+
+
+def test_doctor_names_the_isolation_levels(fathom_cli: Runner) -> None:
+    out = fathom_cli("doctor", "--isolation", "paranoid")
+    assert out.returncode == 2
+    assert "'strict', 'standard', 'off'" in out.stderr
 
 
 def test_view_open_hands_the_page_to_the_browser(fathom_cli: Runner, tmp_path: Path) -> None:

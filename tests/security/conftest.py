@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +17,16 @@ import pytest
 from fathom.context import Context
 from fathom.sandbox import SandboxOptions
 from fathom.sandbox.base import ExecResult
+from fathom.sandbox.isolation import LayerStatus, layers_from_text
+from fathom.sandbox.isolation.host import Host
+from fathom.sandbox.isolation.plan import IsolationPlan
 from fathom.sandbox.subprocess import SubprocessSandbox
 from tests.conftest import skip_or_fail
 
 API_KEY = "sk-fathom-redteam-0123456789"
 SECRET = "TOPSECRET-7f3a9c"
+# A host that offers nothing beyond rlimits: what every missing layer looks like.
+BARE_HOST = Host(root=False, landlock_abi=0, netns=False, userns=False, seccomp=False)
 
 # Defined in the sandbox before each attack: runs one action and prints what happened.
 PRELUDE = '''
@@ -115,10 +122,31 @@ def sandbox(fake_bridge: FakeBridge) -> Iterator[SubprocessSandbox]:
 
 def require(sandbox: SubprocessSandbox, *layers: str) -> None:
     """Skip (locally) or fail (CI) when this host cannot give a layer the attack needs."""
-    found = sandbox.isolation()
-    missing = [f"{n}: {found.get(n)}" for n in layers if not found.get(n, "").startswith("active")]
+    found = layers_from_text(sandbox.isolation())
+    missing = [
+        f"{name}: {found[name].text if name in found else 'not reported'}"
+        for name in layers
+        if name not in found or found[name].status is not LayerStatus.ACTIVE
+    ]
     if missing:
         skip_or_fail("isolation layers unavailable here: " + "; ".join(missing))
+
+
+def restarted(result: ExecResult) -> bool:
+    """The block's notice tells the model its worker was replaced."""
+    return "The worker was restarted" in (result.notice or "")
+
+
+def run_child(code: str, plan: IsolationPlan | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Python code in a fresh process, started with `plan` when given."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=None if plan is None else plan.env,
+        preexec_fn=None if plan is None else plan.preexec,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def attack(sandbox: SubprocessSandbox, code: str, timeout: float | None = None) -> ExecResult:

@@ -16,10 +16,19 @@ import pytest
 
 import fathom
 from fathom.errors import SandboxError
-from fathom.sandbox import isolation
+from fathom.sandbox import subprocess as subprocess_sandbox
+from fathom.sandbox.isolation.plan import IsolationPlan
 from fathom.sandbox.subprocess import SubprocessSandbox
 
-from .conftest import API_KEY, FakeBridge, attack, require, session_processes, start_sandbox
+from .conftest import (
+    API_KEY,
+    FakeBridge,
+    attack,
+    require,
+    restarted,
+    session_processes,
+    start_sandbox,
+)
 
 
 def test_api_key_is_not_in_the_worker_environment(sandbox: SubprocessSandbox) -> None:
@@ -212,18 +221,18 @@ def test_memory_fill_fails_inside(sandbox: SubprocessSandbox) -> None:
         "attempt(lambda: bytearray(8 * 1024 ** 3))\n",
     )
     assert result.stdout.count("BLOCKED MemoryError") == 2, result.stdout
-    assert not result.restarted
+    assert not restarted(result)
 
 
 def test_disk_fill_stops_at_the_file_size_limit(
     monkeypatch: pytest.MonkeyPatch, fake_bridge: FakeBridge
 ) -> None:
-    real_prepare = isolation.prepare
+    real_prepare = subprocess_sandbox.prepare
 
-    def small_files(*args: object, **kwargs: object) -> isolation.IsolationPlan:
+    def small_files(*args: object, **kwargs: object) -> IsolationPlan:
         return real_prepare(*args, file_mb=4, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(isolation, "prepare", small_files)
+    monkeypatch.setattr(subprocess_sandbox, "prepare", small_files)
     sandbox = start_sandbox(fake_bridge)
     try:
         require(sandbox, "file_size_limit")
@@ -319,7 +328,7 @@ def test_forged_channel_messages_are_ignored(sandbox: SubprocessSandbox) -> None
         "print('forged')\n",
     )
     assert "forged" in result.stdout
-    assert result.final is None and not result.restarted
+    assert result.final is None and not restarted(result)
     again = sandbox.execute("print('still here')")
     assert again.final is None and again.stdout.strip() == "still here"
     assert not any(call[0] == "id" for call in sandbox_calls(sandbox))
@@ -364,7 +373,7 @@ def test_swapping_the_spilled_context_for_a_secret_does_not_leak_it(
         # under Landlock) cannot read the symlink's target and refuses to start. No leak.
         assert os.geteuid() != 0
         return
-    assert crash.restarted
+    assert restarted(crash)
     after = attack(sandbox, "print(context)")
     assert after.stdout.strip() == "public context", (swap.stdout, after.stdout)
 
@@ -379,6 +388,6 @@ def test_code_planted_in_scratch_does_not_run_in_the_next_worker(
         "for name in ('json', 'pickle', 'signal', 'threading', 'sitecustomize', 'fathom'):\n"
         f"    open(name + '.py', 'w').write({planted!r})\n",
     )
-    assert sandbox.execute("import os\nos._exit(3)").restarted
+    assert restarted(sandbox.execute("import os\nos._exit(3)"))
     check = sandbox.execute("import json, os\nprint(json.__file__, os.path.exists('planted-ran'))")
     assert "fathom-sandbox" not in check.stdout and check.stdout.strip().endswith("False")

@@ -13,11 +13,22 @@ from pathlib import Path
 import pytest
 
 from fathom.errors import IsolationError
-from fathom.sandbox import isolation, view
+from fathom.sandbox import subprocess as subprocess_sandbox
+from fathom.sandbox import view
+from fathom.sandbox.isolation import LayerStatus
+from fathom.sandbox.isolation.host import probe_host
+from fathom.sandbox.isolation.plan import IsolationPlan, prepare
 from fathom.sandbox.subprocess import SubprocessSandbox
 
-from .conftest import FakeBridge, assert_healthy, attack, require, start_sandbox
-from .test_layers import BARE_HOST
+from .conftest import (
+    BARE_HOST,
+    FakeBridge,
+    assert_healthy,
+    attack,
+    require,
+    restarted,
+    start_sandbox,
+)
 
 QUOTA_MB = 256  # smaller than the 1024 MB default: the test fills it, in RAM
 
@@ -36,12 +47,12 @@ print('files', len(sizes), 'written', sum(sizes))
 
 def _quota(monkeypatch: pytest.MonkeyPatch, disk_mb: int) -> None:
     """Make every plan of this test use a `disk_mb` quota (the public API keeps the default)."""
-    real_prepare = isolation.prepare
+    real_prepare = subprocess_sandbox.prepare
 
-    def with_quota(*args: object, **kwargs: object) -> isolation.IsolationPlan:
+    def with_quota(*args: object, **kwargs: object) -> IsolationPlan:
         return real_prepare(*args, disk_mb=disk_mb, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(isolation, "prepare", with_quota)
+    monkeypatch.setattr(subprocess_sandbox, "prepare", with_quota)
 
 
 def _host_bytes(directory: Path) -> int:
@@ -77,7 +88,8 @@ def test_many_files_stop_at_the_quota_and_recovery_still_works(
         )
         assert tidy.error is None, tidy.error
         crash = sandbox.execute("import os\nos._exit(3)")
-        assert crash.restarted and "kept" not in crash.lost_variables, crash.notice
+        assert restarted(crash), crash.notice
+        assert "kept" not in (crash.notice or "").partition("lost:")[2], crash.notice
         after = sandbox.execute("print(kept['answer'], open('note.txt').read(), len(context))")
         assert after.error is None, after.error
         assert after.stdout.strip() == "42 still here 14"
@@ -119,21 +131,22 @@ def test_the_spilled_context_in_the_quota_is_untouchable(sandbox: SubprocessSand
         "attempt(lambda: os.chmod(name, 0o666))\n",
     )
     assert result.stdout.count("BLOCKED") == 4, result.stdout
-    assert sandbox.execute("import os\nos._exit(3)").restarted
+    assert restarted(sandbox.execute("import os\nos._exit(3)"))
     assert_healthy(sandbox)  # the restarted worker loaded the real context
 
 
 def test_the_default_quota_is_shared_by_restarts_and_freed_by_close(tmp_path: Path) -> None:
-    plan = isolation.prepare("standard", scratch=tmp_path, readable=[], memory_mb=None)
-    if not plan.layers["disk_quota"].startswith("active"):
-        pytest.skip(f"no quota here: {plan.layers['disk_quota']}")
-    assert plan.layers["disk_quota"].startswith("active (1024 MB tmpfs scratch")
+    plan = prepare("standard", scratch=tmp_path, readable=[], memory_mb=None)
+    quota = plan.layers["disk_quota"]
+    if quota.status is not LayerStatus.ACTIVE:
+        pytest.skip(f"no quota here: {quota.text}")
+    assert quota.detail.startswith("1024 MB tmpfs scratch")
     code = (
         "import json, os, sys\n"
-        "from fathom.sandbox.isolation import enter\n"
-        "layers = enter(json.loads(sys.argv[1]))\n"
+        "from fathom.sandbox.isolation.worker_side import enter\n"
+        "quota = enter(json.loads(sys.argv[1]))['disk_quota'].text\n"
         "st = os.statvfs('.')\n"
-        "print(st.f_blocks * st.f_frsize // 2**20, os.path.exists('mark'), layers['disk_quota'])\n"
+        "print(st.f_blocks * st.f_frsize // 2**20, os.path.exists('mark'), quota)\n"
         "open('mark', 'w').close()\n"
     )
 
@@ -158,51 +171,51 @@ def test_the_default_quota_is_shared_by_restarts_and_freed_by_close(tmp_path: Pa
 
 
 def test_off_has_no_quota(tmp_path: Path) -> None:
-    plan = isolation.prepare("off", scratch=tmp_path, readable=[], memory_mb=None)
-    assert plan.layers["disk_quota"] == "off"
+    plan = prepare("off", scratch=tmp_path, readable=[], memory_mb=None)
+    assert plan.layers["disk_quota"].status is LayerStatus.OFF
 
 
 def test_strict_without_namespaces_names_the_quota_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(isolation, "_host", lambda: BARE_HOST)
-    plan = isolation.prepare("standard", scratch=tmp_path, readable=[], memory_mb=None)
-    assert plan.layers["disk_quota"].startswith("unavailable: a tmpfs scratch needs")
+    monkeypatch.setattr("fathom.sandbox.isolation.plan.probe_host", lambda: BARE_HOST)
+    quota = prepare("standard", scratch=tmp_path, readable=[], memory_mb=None).layers["disk_quota"]
+    assert quota.status is LayerStatus.UNAVAILABLE
+    assert quota.detail.startswith("a tmpfs scratch needs")
     with pytest.raises(IsolationError, match=r"disk_quota .*user\.max_user_namespaces"):
-        isolation.prepare("strict", scratch=tmp_path, readable=[], memory_mb=None)
+        prepare("strict", scratch=tmp_path, readable=[], memory_mb=None)
 
 
 def test_a_failed_quota_mount_is_reported_and_refused_at_strict(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = isolation._host()
-    if not (host.netns or host.userns):
+    if not probe_host().namespaces:
         pytest.skip("no namespaces here: the quota is never tried")
 
     def refuse(*args: object, **kwargs: object) -> view.ScratchQuota:
         raise OSError(1, "tmpfs refused")
 
     monkeypatch.setattr(view.ScratchQuota, "create", refuse)
-    plan = isolation.prepare("standard", scratch=tmp_path, readable=[], memory_mb=None)
-    assert plan.layers["disk_quota"] == (
-        "unavailable: could not mount a tmpfs over scratch ([Errno 1] tmpfs refused)"
-    )
+    quota = prepare("standard", scratch=tmp_path, readable=[], memory_mb=None).layers["disk_quota"]
+    assert quota.status is LayerStatus.UNAVAILABLE
+    assert quota.detail == "could not mount a tmpfs over scratch ([Errno 1] tmpfs refused)"
     with pytest.raises(IsolationError, match="disk_quota"):
-        isolation.prepare("strict", scratch=tmp_path, readable=[], memory_mb=None)
+        prepare("strict", scratch=tmp_path, readable=[], memory_mb=None)
 
 
 def test_strict_worker_that_cannot_join_the_quota_refuses_to_run(tmp_path: Path) -> None:
     try:
-        plan = isolation.prepare("strict", scratch=tmp_path, readable=[], memory_mb=None)
+        strict = prepare("strict", scratch=tmp_path, readable=[], memory_mb=None)
     except IsolationError as exc:
         pytest.skip(f"strict is refused here: {exc}")
-    plan.close()  # as if the quota's namespace were gone
+    strict.close()  # as if the quota's namespace were gone
+    enter = "import json, sys\nfrom fathom.sandbox.isolation.worker_side import enter\n"
     done = subprocess.run(
-        [sys.executable, "-c", "import json, sys\nfrom fathom.sandbox.isolation import enter\n"
-         "enter(json.loads(sys.argv[1]))", json.dumps(plan.worker_spec)],
-        env=plan.env, preexec_fn=plan.preexec, cwd=tmp_path,
+        [sys.executable, "-c", enter + "enter(json.loads(sys.argv[1]))",
+         json.dumps(strict.worker_spec)],
+        env=strict.env, preexec_fn=strict.preexec, cwd=tmp_path,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    plan.cleanup()
+    strict.cleanup()
     assert done.returncode != 0
     assert "IsolationError" in done.stderr and "disk_quota: scratch is not" in done.stderr
