@@ -67,12 +67,12 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 _USAGE_CLASSES = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError)
-_USAGE_ERRORS = {cls.__name__ for cls in _USAGE_CLASSES}
 
 
-def _exit_code_for(error: FathomError) -> int:
+def _exit_code_for(error: BaseException | type[BaseException] | None) -> int:
     """Errors the user fixes by changing the command or the input are usage errors (2)."""
-    return EXIT_USAGE if isinstance(error, _USAGE_CLASSES) else EXIT_FAILED
+    kind = error if isinstance(error, type) else type(error)
+    return EXIT_USAGE if issubclass(kind, _USAGE_CLASSES) else EXIT_FAILED
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -175,7 +175,7 @@ def ask(
         sys.exit(EXIT_BUDGET)
     if result.stop_reason == "error" or not result.answer:
         # A key the provider rejected mid-run is as much the user's to fix as a missing one.
-        code = EXIT_USAGE if result.error_type in _USAGE_ERRORS else EXIT_FAILED
+        code = _exit_code_for(result.error_type)
         if not as_json:
             _fail(result.error or f"the run ended ({result.stop_reason}) without an answer", code)
         sys.exit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fathom.context import ContextMetadata
+from fathom.repl_api import FunctionSpec
 
 SYSTEM_PROMPT = """\
 You answer a query about a context that is too large to read at once. The context is \
@@ -19,15 +20,7 @@ output is truncated, so print summaries and slices, not everything). Variables p
 between turns.
 
 Functions available in the REPL:
-- `llm_query(prompt, model=None) -> str`: ask a language model one question. It can \
-read far more text than you see here (around {sub_window} characters), so give it whole \
-chunks of the context together with a precise question.
-- `llm_query_batched(prompts, model=None) -> list[str]`: many llm_query calls run \
-concurrently; answers come back in the order of the prompts. Prefer it to a loop.
-- `rlm_query(prompt, context=None) -> str`: a recursive sub-call: a new RLM with its own \
-REPL whose `context` is the one you pass (or the prompt itself). Use it for sub-problems \
-that are themselves too big for one llm_query.
-- `rlm_query_batched(prompts, contexts=None) -> list[str]`: many rlm_query calls concurrently.
+{functions}
 - `SHOW_VARS()`: list the variables you have created.
 - `FINAL(answer)`: finish with `answer`. `FINAL_VAR(name)`: finish with the value of the \
 variable called `name` (pass its name as a string).
@@ -72,9 +65,10 @@ shortened:]
 {digest}"""
 
 
-def system_prompt(sub_window_chars: int) -> str:
-    """The system prompt, telling the model how much text a sub-call can read."""
-    return SYSTEM_PROMPT.format(sub_window=f"{sub_window_chars:,}")
+def system_prompt(functions: list[FunctionSpec]) -> str:
+    """The system prompt, listing the REPL functions this run offers."""
+    listed = "\n".join(f"- {spec.line}" for spec in functions)
+    return SYSTEM_PROMPT.format(functions=listed)
 
 
 def first_turn(query: str, metadata: ContextMetadata) -> str:

@@ -1,9 +1,10 @@
 """Replaying a recorded run: the same code runs again, with model replies taken from its trace.
 
 Every model call of the replay is answered by one ScriptedLM responder built from
-the trace. Root calls (a system prompt plus turns) are matched to their run by the
-query in the first user turn and answered with that run's recorded replies in
-order; sub-calls (a single user message) are answered by prompt. The code runs for
+the trace. The metered call path tells the responder which run is calling and in
+what role (`fathom.calls.current_call`): a run's root turns are answered with the
+recorded replies of the run it stands for (the root, or the child of the same parent
+with the same query, in the order they started), and sub-calls by prompt. The code runs for
 real in a sandbox, so the replay checks that a trajectory still leads to its answer.
 """
 
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fathom.budget import Budget
+from fathom.calls import Role, RunHandle, current_call
 from fathom.errors import LMError, TraceError
 from fathom.lm.base import Message
 from fathom.lm.scripted import ScriptedLM
-from fathom.sandbox.base import BUDGET_STOP
 from fathom.trace import LMCall, RunEnd, RunStart
 
 
@@ -70,11 +71,14 @@ class ReplayReport:
         return "\n".join(lines)
 
 
-@dataclass
+@dataclass(eq=False)
 class _RecordedRun:
+    run_id: str
+    parent_run_id: str | None
     query: str
     replies: list[str | BaseException]
     cursor: int = 0
+    claimed: bool = False
 
 
 class TraceScript:
@@ -85,14 +89,16 @@ class TraceScript:
         self._sub = {p: deque(r) for p, r in sub_replies.items()}
         self._last_sub: dict[str, str | BaseException] = {}
         self._lock = threading.Lock()
+        self._playing: dict[RunHandle, _RecordedRun] = {}
         self.unmatched: list[str] = []
 
     def __call__(self, messages: list[Message]) -> str:
+        site = current_call()
         with self._lock:
-            if _is_sub_call(messages):
+            if site is None or site.role is Role.SUB:
                 reply = self._sub_reply(messages)
             else:
-                reply = self._root_reply(messages)
+                reply = self._root_reply(site.run)
         if isinstance(reply, BaseException):
             raise reply
         return reply
@@ -109,43 +115,35 @@ class TraceScript:
         self.unmatched.append(prompt)
         return LMError("replay: the trace has no reply recorded for this sub-call prompt")
 
-    def _root_reply(self, messages: list[Message]) -> str | BaseException:
-        first = next((m.get("content", "") for m in messages if m.get("role") == "user"), "")
-        previous = next(
-            (m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), None
+    def _root_reply(self, run: RunHandle) -> str | BaseException:
+        recorded = self._recorded(run)
+        if recorded is None:
+            return LMError(f"replay: the trace has no run for the query {run.query[:80]!r}")
+        if recorded.cursor >= len(recorded.replies):
+            return LMError("replay: the trace has no more root replies for this run")
+        recorded.cursor += 1
+        return recorded.replies[recorded.cursor - 1]
+
+    def _recorded(self, run: RunHandle) -> _RecordedRun | None:
+        """The recorded run that the replayed `run` stands for, claimed on its first call."""
+        if run in self._playing:
+            return self._playing[run]
+        parent = None if run.parent is None else self._recorded(run.parent)
+        parent_id = None if parent is None else parent.run_id
+        found = next(
+            (r for r in self.runs if not r.claimed and r.parent_run_id == parent_id
+             and (parent_id is None or r.query == run.query)),
+            None,
         )
-        # The run is the one whose query the first turn states (the longest, if several match).
-        candidates = sorted(
-            (r for r in self.runs if f"Query: {r.query}" in first), key=lambda r: -len(r.query)
-        )
-        longest = len(candidates[0].query) if candidates else 0
-        candidates = [r for r in candidates if len(r.query) == longest] or self.runs[:1]
-        # Several runs can share a query (rlm_query_batched with equal prompts): follow the one
-        # whose last reply is the conversation's last assistant message.
-        for run in candidates:
-            if run.cursor >= len(run.replies):
-                continue
-            fresh = previous is None and run.cursor == 0
-            follows = (previous is not None and run.cursor > 0
-                       and run.replies[run.cursor - 1] == previous)
-            if fresh or follows:
-                run.cursor += 1
-                return run.replies[run.cursor - 1]
-        for run in candidates:
-            if run.cursor < len(run.replies):
-                run.cursor += 1
-                return run.replies[run.cursor - 1]
-        return LMError("replay: the trace has no more root replies for this run")
+        if found is not None:
+            found.claimed = True
+            self._playing[run] = found
+        return found
 
     @property
     def unused_root_replies(self) -> int:
         """Recorded root replies the replay never asked for."""
         return sum(len(r.replies) - r.cursor for r in self.runs)
-
-
-def _is_sub_call(messages: list[Message]) -> bool:
-    """Sub-calls send one user message; root calls send a system prompt and turns."""
-    return len(messages) == 1 and messages[0].get("role") == "user"
 
 
 def _reply_of(call: LMCall) -> str | BaseException:
@@ -178,14 +176,16 @@ def load_recording(trace_path: str | Path) -> Recording:
         raise TraceError(f"{trace_path} has no run_start event: it is empty or not a fathom trace.")
     root = next((s for s in starts if s.parent_run_id is None), starts[0])
     end = next((e for e in events if isinstance(e, RunEnd) and e.run_id == root.run_id), None)
-    runs = {s.run_id: _RecordedRun(query=s.query, replies=[]) for s in starts}
+    runs = {
+        s.run_id: _RecordedRun(s.run_id, s.parent_run_id, s.query, replies=[]) for s in starts
+    }
     subs: dict[str, list[str | BaseException]] = defaultdict(list)
     sub_models: set[str] = set()
     calls = 0
     for e in events:
         if not isinstance(e, LMCall):
             continue
-        if e.error and e.error.startswith(BUDGET_STOP):
+        if e.refused:
             continue  # refused by the budget: never reached a model
         calls += 1
         if e.role == "root" and e.run_id in runs:

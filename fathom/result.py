@@ -23,7 +23,7 @@ class Result:
     seconds: float = 0.0
     error: str | None = None
     budget_limit: str | None = None  # which Budget field stopped the run, when one did
-    error_type: str | None = None  # the fathom.errors class behind `error`
+    error_type: type[Exception] | None = None  # the exception class behind `error`
 
     @property
     def total_usage(self) -> Usage:
@@ -46,5 +46,5 @@ class Result:
             "seconds": round(self.seconds, 3),
             "error": self.error,
             "budget_limit": self.budget_limit,
-            "error_type": self.error_type,
+            "error_type": self.error_type.__name__ if self.error_type else None,
         }

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fathom.bridge import ModelRouter
 from fathom.budget import Budget, Spend
 from fathom.context import Context
-from fathom.engine import Engine, RunConfig, RunTree
+from fathom.engine import Engine
 from fathom.errors import ConfigError
 from fathom.lm.base import LM
+from fathom.lm.router import ModelRouter
 from fathom.result import Result
-from fathom.sandbox import IsolationLevel, SandboxFactory, SandboxOptions, sandbox_names
-from fathom.trace import Event, TraceWriter
+from fathom.sandbox import (
+    ISOLATION_LEVELS,
+    IsolationLevel,
+    SandboxFactory,
+    SandboxOptions,
+    sandbox_names,
+)
+from fathom.trace import Event, EventSinks, TraceWriter
+from fathom.tree import RunConfig, RunTree
 
 EventHandler = Callable[[Event], None]
-logger = logging.getLogger("fathom")
 
 
 class RLM:
@@ -77,10 +82,10 @@ class RLM:
             raise ConfigError(f"max_depth={max_depth} is invalid: pass 0 (no recursion) or more.")
         if not 0 < compact_at <= 1:
             raise ConfigError(f"compact_at={compact_at} is invalid: pass a share in (0, 1].")
-        if sandbox_isolation not in ("strict", "standard", "off"):
+        if sandbox_isolation not in ISOLATION_LEVELS:
             raise ConfigError(
                 f"sandbox_isolation={sandbox_isolation!r} is invalid: "
-                "use 'strict', 'standard' or 'off'."
+                f"use one of {', '.join(map(repr, ISOLATION_LEVELS))}."
             )
         self.model = model
         self.sub_model = sub_model
@@ -133,15 +138,17 @@ class RLM:
         router = self._router()
         self._check_prices(router)
         self._check_trace_is_not_input(ctx)
-        writer = _open_trace(self.trace) if self.trace is not None else None
-        emit = _Sinks([s for s in (writer, self.on_event) if s is not None])
-        tree = RunTree(self.config, router, Spend(self.budget), emit, asyncio.get_running_loop())
+        writer = TraceWriter(self.trace) if self.trace is not None else None
+        emit = EventSinks([s for s in (writer, self.on_event) if s is not None])
+        tree = RunTree(
+            self.config, router, Spend(self.budget), emit, asyncio.get_running_loop(), Engine
+        )
         try:
-            result = await Engine(tree).run(query, ctx)
+            result = await tree.run(query, ctx)
         finally:
             await tree.cancel_tasks()
             if writer is not None:
-                _close_trace(writer)
+                writer.close()
             if owned:
                 ctx.close()
         if self.trace is not None:
@@ -194,56 +201,6 @@ class RLM:
 
         store = ResponseCache(self.cache)
         return lambda lm: CachedLM(lm, store)
-
-
-class _Sinks:
-    """Delivers events to every sink; a sink that raises is reported once and dropped,
-    so a buggy callback never ends a run or cuts its trace short."""
-
-    def __init__(self, sinks: list[EventHandler]) -> None:
-        self._sinks = sinks
-        self._lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        for sink in list(self._sinks):
-            try:
-                sink(event)
-            except Exception as exc:
-                with self._lock:
-                    if sink in self._sinks:
-                        self._sinks.remove(sink)
-                logger.warning("on_event handler %r raised %s: %s; it gets no more events",
-                               sink, type(exc).__name__, exc)
-
-
-_open_traces: set[Path] = set()
-_open_traces_lock = threading.Lock()
-
-
-def _open_trace(path: Path) -> TraceWriter:
-    """A writer for `path`, refused while another run of this process writes the same file."""
-    key = path.resolve()
-    with _open_traces_lock:
-        if key in _open_traces:
-            raise ConfigError(
-                f"Another run is writing the trace {path}; give each concurrent run its own "
-                "trace path (e.g. RLM(trace=f'run-{n}.jsonl'))."
-            )
-        _open_traces.add(key)
-    try:
-        return TraceWriter(path)
-    except OSError as exc:
-        with _open_traces_lock:
-            _open_traces.discard(key)
-        raise ConfigError(
-            f"Cannot write the trace {path}: {exc.strerror or exc}; pass a writable path."
-        ) from exc
-
-
-def _close_trace(writer: TraceWriter) -> None:
-    writer.close()
-    with _open_traces_lock:
-        _open_traces.discard(writer.path.resolve())
 
 
 def _check_positive(**values: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-from fathom.errors import TraceError
+from fathom.errors import ConfigError, TraceError
 
 TRACE_VERSION = 1
+logger = logging.getLogger("fathom")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class LMCall(Event):
     call_id: str = ""
     batch_id: str | None = None  # shared by the calls of one llm_query_batched
     last_chance: bool = False  # the root's one answer-now call at max_iterations
+    refused: bool = False  # the budget refused or cut off the call (`error` says which limit)
 
 
 @dataclass(frozen=True)
@@ -168,16 +171,37 @@ EventSink = Callable[[Event], None]
 
 
 class TraceWriter:
-    """Appends events to a JSONL file, one flushed line each; thread-safe."""
+    """Appends events to a JSONL file, one flushed line each; thread-safe.
+
+    A path is written by one writer at a time in this process: a second writer for the
+    same file is refused with ConfigError until the first is closed.
+    """
+
+    _open: ClassVar[set[Path]] = set()
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Lone surrogates (from surrogateescape-decoded bytes) are written as \\udcff escapes,
-        # which JSON reads back as the same character, instead of failing the run.
-        self._file: IO[str] | None = self.path.open(
-            "w", encoding="utf-8", errors="backslashreplace"
-        )
+        self._key = self.path.resolve()
+        with self._open_lock:
+            if self._key in self._open:
+                raise ConfigError(
+                    f"Another run is writing the trace {self.path}; give each concurrent run "
+                    "its own trace path (e.g. RLM(trace=f'run-{n}.jsonl'))."
+                )
+            self._open.add(self._key)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Lone surrogates (from surrogateescape-decoded bytes) are written as \\udcff
+            # escapes, which JSON reads back as the same character, instead of failing the run.
+            self._file: IO[str] | None = self.path.open(
+                "w", encoding="utf-8", errors="backslashreplace"
+            )
+        except OSError as exc:
+            self._release()
+            raise ConfigError(
+                f"Cannot write the trace {self.path}: {exc.strerror or exc}; pass a writable path."
+            ) from exc
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
@@ -193,6 +217,31 @@ class TraceWriter:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+                self._release()
+
+    def _release(self) -> None:
+        with self._open_lock:
+            self._open.discard(self._key)
+
+
+class EventSinks:
+    """Delivers events to every sink; a sink that raises is reported once and dropped,
+    so a buggy callback never ends a run or cuts its trace short."""
+
+    def __init__(self, sinks: list[EventSink]) -> None:
+        self._sinks = sinks
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(event)
+            except Exception as exc:
+                with self._lock:
+                    if sink in self._sinks:
+                        self._sinks.remove(sink)
+                logger.warning("on_event handler %r raised %s: %s; it gets no more events",
+                               sink, type(exc).__name__, exc)
 
 
 class Clock:

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from fathom.errors import TraceError
+from fathom.errors import ConfigError, TraceError
 from fathom.trace import (
     EVENT_TYPES,
     TRACE_VERSION,
     Clock,
     Event,
+    EventSinks,
     ExecEvent,
+    IterationEvent,
     LMCall,
     RunEnd,
     RunStart,
@@ -182,3 +184,39 @@ def test_clock_starts_near_zero_and_never_goes_back() -> None:
     assert readings == sorted(readings)
     time.sleep(0.01)
     assert clock.now() >= readings[-1] + 0.01
+
+
+# --- sinks and one writer per file ------------------------------------------------------
+def test_a_second_writer_for_the_same_file_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.jsonl"
+    first = TraceWriter(path)
+    with pytest.raises(ConfigError, match="Another run is writing"):
+        TraceWriter(tmp_path / "." / "t.jsonl")
+    first.close()
+    TraceWriter(path).close()
+
+
+def test_an_unwritable_trace_path_is_a_config_error_and_frees_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="Cannot write the trace"):
+        TraceWriter(blocker / "t.jsonl")
+    blocker.unlink()
+    TraceWriter(blocker / "t.jsonl").close()
+
+
+def test_a_sink_that_raises_is_dropped_and_the_others_keep_getting_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[Event] = []
+
+    def broken(event: Event) -> None:
+        raise ValueError("bug in a callback")
+
+    sinks = EventSinks([broken, seen.append])
+    for t in range(3):
+        sinks(IterationEvent(run_id="r", depth=0, t=float(t)))
+    assert len(seen) == 3
+    assert sum("bug in a callback" in r.getMessage() for r in caplog.records) == 1

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from fathom.context import Context
+    from fathom.repl_api import FunctionSpec
 
 
 @dataclass(frozen=True)
@@ -28,28 +29,20 @@ class ExecResult:
 
 @runtime_checkable
 class Bridge(Protocol):
-    """The parent's side of the REPL functions. Implemented by the engine; thread-safe.
+    """The parent's side of the REPL functions (see fathom.repl_api); thread-safe.
 
-    Every method returns text even when the call failed (an "Error: ..." string),
-    so REPL code keeps running.
+    A sandbox offers REPL code one function per spec, each forwarding its arguments
+    to `call`. `call` returns the function's value (model failures come back as
+    "Error: ..." text so REPL code keeps running) and raises BudgetExceeded when the
+    run's budget refused the call, so a runaway loop stops.
     """
 
-    def llm_query(self, prompt: str, model: str | None = None) -> str:
-        """One sub-call to a model."""
+    def functions(self) -> list[FunctionSpec]:
+        """The REPL functions to offer, in the order the prompt lists them."""
         ...
 
-    def llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
-        """Many sub-calls, run concurrently, answers in prompt order."""
-        ...
-
-    def rlm_query(self, prompt: str, context: Any = None) -> str:
-        """A child RLM with its own sandbox (llm_query at the depth limit)."""
-        ...
-
-    def rlm_query_batched(
-        self, prompts: list[str], contexts: list[Any] | None = None
-    ) -> list[str]:
-        """Many child RLMs, run concurrently, answers in prompt order."""
+    def call(self, name: str, args: dict[str, Any]) -> Any:
+        """Answer one call of REPL function `name` with its prepared arguments."""
         ...
 
 
@@ -74,8 +67,3 @@ class Sandbox(Protocol):
     def close(self) -> None:
         """Stop the worker and free its resources; safe to call twice."""
         ...
-
-
-# A Bridge reply that starts with this means the run's budget refused the call; the REPL
-# functions turn it into a BudgetExceeded in user code so a runaway loop stops.
-BUDGET_STOP = "Error: budget exhausted"

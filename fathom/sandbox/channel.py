@@ -14,11 +14,12 @@ import os
 import select
 import threading
 import time
+from enum import StrEnum
 from typing import Any
 
+from fathom.errors import BudgetExceeded
 from fathom.sandbox.base import Bridge
 
-CALLS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
 # Big enough for a long prompt or a full capped output, small enough to bound memory.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _READ_CHUNK = 1 << 16
@@ -119,35 +120,34 @@ def _decode(line: bytes) -> dict[str, Any]:
     return message
 
 
-# --- the parent's checks on what a worker sends -------------------------------------------
-def call_bridge(bridge: Bridge | None, fn: str, args: dict[str, Any]) -> str | list[str]:
-    """Validate a request's arguments and call the Bridge; always returns text."""
-    batched = fn.endswith("_batched")
-    prompts = args.get("prompts")
+# --- calls from the worker ---------------------------------------------------------------
+class Refusal(StrEnum):
+    """Why the parent refused a call instead of answering it (a reply's `refused`)."""
+
+    BUDGET = "budget"
+
+
+def reply_to_call(
+    bridge: Bridge | None, call_id: int, fn: str, args: dict[str, Any]
+) -> dict[str, Any]:
+    """The `reply` message for one call request: its value, or a typed refusal."""
+    reply: dict[str, Any] = {"op": "reply", "id": call_id}
     if bridge is None:
-        return "Error: the sandbox has no bridge"
+        reply["value"] = "Error: the sandbox has no bridge"
+        return reply
     try:
-        if fn == "llm_query":
-            return str(bridge.llm_query(str(args.get("prompt", "")), _model(args)))
-        if fn == "rlm_query":
-            return str(bridge.rlm_query(str(args.get("prompt", "")), args.get("context")))
-        if not isinstance(prompts, list):
-            return [f"Error: {fn} needs a list of prompts"]
-        texts = [str(p) for p in prompts]
-        if fn == "llm_query_batched":
-            return [str(r) for r in bridge.llm_query_batched(texts, _model(args))]
-        contexts = args.get("contexts")
-        if contexts is not None and not isinstance(contexts, list):
-            return [f"Error: {fn} needs contexts as a list"] * len(texts)
-        return [str(r) for r in bridge.rlm_query_batched(texts, contexts)]
+        reply["value"] = bridge.call(fn, args)
+    except BudgetExceeded as exc:
+        reply.update(refused=Refusal.BUDGET.value, message=str(exc))
     except Exception as exc:  # the Bridge should not raise; REPL code goes on if it does
-        text = f"Error: {fn} failed: {type(exc).__name__}: {exc}"
-        return [text] * len(prompts) if batched and isinstance(prompts, list) else text
+        reply["value"] = f"Error: {fn} failed: {type(exc).__name__}: {exc}"
+    return reply
 
 
-def _model(args: dict[str, Any]) -> str | None:
-    model = args.get("model")
-    return model if isinstance(model, str) else None
+def raise_refusal(reply: dict[str, Any]) -> None:
+    """In the worker: raise what a refused reply stands for into the calling REPL code."""
+    if reply.get("refused") == Refusal.BUDGET.value:
+        raise BudgetExceeded(str(reply.get("message") or "budget exhausted"))
 
 
 def capped_text(value: Any, cap: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import sys
 import threading
 import traceback
@@ -18,26 +19,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from fathom.errors import BudgetExceeded
-from fathom.sandbox.base import BUDGET_STOP, Bridge
+from fathom.repl_api import FunctionSpec
+from fathom.sandbox.base import Bridge
 from fathom.sandbox.output import Capture, install_routers, router_for
 
 _AST_LOCK = threading.Lock()
 
 REPL_MODULE = "__repl__"
 REPL_FILENAME = "<repl>"
-REPL_FUNCTIONS = (
-    "llm_query",
-    "llm_query_batched",
-    "rlm_query",
-    "rlm_query_batched",
-    "SHOW_VARS",
-    "FINAL",
-    "FINAL_VAR",
-    "print",
-)
-_HIDDEN = frozenset(REPL_FUNCTIONS) | {"__builtins__", "__name__", "__doc__", "__loader__",
-                                     "__spec__", "__package__"}
+# The REPL's own functions; those that call the parent come from the Bridge's specs.
+LOCAL_FUNCTIONS = ("SHOW_VARS", "FINAL", "FINAL_VAR", "print")
+_DUNDERS = frozenset({"__builtins__", "__name__", "__doc__", "__loader__", "__spec__",
+                      "__package__"})
 
 
 _CAUSE = "The above exception was the direct cause of the following exception:"
@@ -111,30 +104,15 @@ class Repl:
         self._final: str | None = None
         self._notes: list[str] = []
         self._lock = threading.Lock()
+        self._hidden: set[str] = set(_DUNDERS) | set(LOCAL_FUNCTIONS)
+        for spec in bridge.functions():
+            self.namespace[spec.name] = make_stub(spec, bridge)
+            self._hidden.add(spec.name)
         self._bind()
         _quiet_final_in_threads()
 
     # --- the REPL functions ------------------------------------------------------------
     def _bind(self) -> None:
-        bridge = self.bridge
-
-        def llm_query(prompt: str, model: str | None = None) -> str:
-            """Ask a sub-model one question; returns its answer (or an "Error: ..." string)."""
-            return _checked(bridge.llm_query(_text(prompt), model))
-
-        def llm_query_batched(prompts: list[str], model: str | None = None) -> list[str]:
-            """Ask many questions concurrently; answers come back in prompt order."""
-            return _checked_all(bridge.llm_query_batched([_text(p) for p in prompts], model))
-
-        def rlm_query(prompt: str, context: Any = None) -> str:
-            """Ask a child RLM (its own REPL holding `context`); returns its answer."""
-            return _checked(bridge.rlm_query(_text(prompt), context))
-
-        def rlm_query_batched(prompts: list[str], contexts: list[Any] | None = None) -> list[str]:
-            """Many child RLMs, concurrently; answers in prompt order."""
-            ctxs = list(contexts) if contexts is not None else None
-            return _checked_all(bridge.rlm_query_batched([_text(p) for p in prompts], ctxs))
-
         def FINAL(answer: Any) -> None:  # the paper's names
             """Finish the run with `answer` (the rest of this block does not run)."""
             self._final = str(answer)
@@ -146,7 +124,7 @@ class Repl:
                 self._final = str(name)
                 raise _FinalSignal
             key = name.strip().strip("\"'")
-            if key in self.namespace and key not in _HIDDEN:
+            if key in self.namespace and key not in self._hidden:
                 self._final = str(self.namespace[key])
                 raise _FinalSignal
             known = ", ".join(sorted(self.user_names())) or "none"
@@ -173,8 +151,7 @@ class Repl:
                 return
             builtins.print(*args, sep=sep, end=end, file=file, flush=flush)
 
-        for fn in (llm_query, llm_query_batched, rlm_query, rlm_query_batched,
-                   FINAL, FINAL_VAR, SHOW_VARS):
+        for fn in (FINAL, FINAL_VAR, SHOW_VARS):
             self.namespace[fn.__name__] = fn
         self.namespace["print"] = print_
 
@@ -306,7 +283,7 @@ class Repl:
         """Names of user variables (context included, REPL functions and dunders not)."""
         return [
             n for n in self.namespace
-            if n not in _HIDDEN and not (n.startswith("__") and n.endswith("__"))
+            if n not in self._hidden and not (n.startswith("__") and n.endswith("__"))
         ]
 
     def variables(self) -> dict[str, str]:
@@ -338,16 +315,24 @@ def _echo(value: Any, limit: int) -> str:
     return repr(value)
 
 
-def _text(prompt: Any) -> str:
-    return prompt if isinstance(prompt, str) else str(prompt)
+def make_stub(spec: FunctionSpec, bridge: Bridge) -> Any:
+    """The REPL-side function for `spec`: checks the call like Python, then asks the bridge."""
+    signature = inspect.Signature([
+        inspect.Parameter(
+            p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=inspect.Parameter.empty if p.required else p.default,
+        )
+        for p in spec.params
+    ])
+    params = {p.name: p for p in spec.params}
 
+    def stub(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        prepared = {name: params[name].prepare(v) for name, v in bound.arguments.items()}
+        return bridge.call(spec.name, prepared)
 
-def _checked(reply: Any) -> str:
-    """A Bridge reply; a budget refusal becomes BudgetExceeded so runaway loops stop."""
-    if isinstance(reply, str) and reply.startswith(BUDGET_STOP):
-        raise BudgetExceeded(reply)
-    return reply if isinstance(reply, str) else str(reply)
-
-
-def _checked_all(replies: Any) -> list[str]:
-    return [_checked(r) for r in replies]
+    stub.__name__ = stub.__qualname__ = spec.name
+    stub.__doc__ = spec.doc
+    stub.__signature__ = signature  # type: ignore[attr-defined]
+    return stub

@@ -31,13 +31,12 @@ from fathom.errors import IsolationError, SandboxError
 from fathom.sandbox import SandboxOptions
 from fathom.sandbox.base import Bridge, ExecResult
 from fathom.sandbox.channel import (
-    CALLS,
     BadMessage,
     Channel,
     ChannelClosed,
-    call_bridge,
     capped_text,
     names_from,
+    reply_to_call,
 )
 from fathom.sandbox.isolation import Layer, layers_from_text, layers_to_text
 from fathom.sandbox.isolation.plan import IsolationPlan, prepare
@@ -152,6 +151,7 @@ class SubprocessSandbox:
             "scratch": str(scratch),
             "output_limit": self.options.output_limit,
             "isolation": plan.worker_spec,
+            "functions": [spec.to_dict() for spec in bridge.functions()],
         }
         ready = self._spawn(restore=False)
         layers = ready.get("layers")
@@ -292,16 +292,16 @@ class SubprocessSandbox:
     def _serve(self, process: WorkerProcess, message: dict[str, Any]) -> None:
         """Answer one model-call request in a pool thread, so calls run concurrently."""
         call_id, fn, args = message.get("id"), message.get("fn"), message.get("args")
-        if not isinstance(call_id, int) or fn not in CALLS or not isinstance(args, dict):
+        if not isinstance(call_id, int) or not isinstance(fn, str) or not isinstance(args, dict):
             self._note(f"ignored a malformed call request from the worker ({str(fn)[:40]!r})")
             return
         self._state.pool.submit(self._answer, process, call_id, str(fn), args)
 
     def _answer(self, process: WorkerProcess, call_id: int, fn: str, args: dict[str, Any]) -> None:
-        value = call_bridge(self._bridge, fn, args)
+        reply = reply_to_call(self._bridge, call_id, fn, args)
         # If the worker died meanwhile, its restart has no use for this answer.
         with contextlib.suppress(ChannelClosed):
-            process.channel.send({"op": "reply", "id": call_id, "value": value})
+            process.channel.send(reply)
 
     def _result(
         self, process: WorkerProcess, done: dict[str, Any], seconds: float, limit: float

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from fathom.context import load_spec
-from fathom.sandbox.channel import BadMessage, Channel, ChannelClosed
+from fathom.repl_api import FunctionSpec
+from fathom.sandbox.channel import BadMessage, Channel, ChannelClosed, raise_refusal
 from fathom.sandbox.isolation import layers_to_text, worker_side
 from fathom.sandbox.repl import REPL_MODULE, Repl
 
@@ -40,61 +41,49 @@ _IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), frozenset)
 class ChannelBridge:
     """The Bridge as seen from the worker: every call is a request to the parent."""
 
-    def __init__(self, channel: Channel):
+    def __init__(self, channel: Channel, functions: list[FunctionSpec]):
         self._channel = channel
+        self._functions = functions
         self._ids = itertools.count(1)
         self._waiting: dict[int, list[Any]] = {}
         self._lock = threading.Lock()
 
-    def llm_query(self, prompt: str, model: str | None = None) -> str:
-        """One sub-call, answered by the parent."""
-        return str(self._call("llm_query", {"prompt": prompt, "model": model}))
+    def functions(self) -> list[FunctionSpec]:
+        """The functions the parent offers (sent in its `init` message)."""
+        return list(self._functions)
 
-    def llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
-        """One request; the parent fans it out concurrently."""
-        return _strings(self._call("llm_query_batched", {"prompts": prompts, "model": model}))
-
-    def rlm_query(self, prompt: str, context: Any = None) -> str:
-        """A child RLM run by the parent; `context` must be JSON-like."""
-        return str(self._call("rlm_query", {"prompt": prompt, "context": context}))
-
-    def rlm_query_batched(
-        self, prompts: list[str], contexts: list[Any] | None = None
-    ) -> list[str]:
-        """Many child RLMs in one request."""
-        return _strings(self._call("rlm_query_batched", {"prompts": prompts, "contexts": contexts}))
-
-    def _call(self, fn: str, args: dict[str, Any]) -> Any:
+    def call(self, name: str, args: dict[str, Any]) -> Any:
+        """Ask the parent and wait; its typed refusal is raised here, in the REPL code."""
         call_id = next(self._ids)
         slot: list[Any] = [threading.Event(), None]
         with self._lock:
             self._waiting[call_id] = slot
         try:
             try:
-                self._channel.send({"op": "call", "id": call_id, "fn": fn, "args": args})
+                self._channel.send({"op": "call", "id": call_id, "fn": name, "args": args})
             except (TypeError, ValueError) as exc:
-                return _error_for(fn, args, f"Error: {fn} arguments must be JSON-like ({exc})")
+                return _error_for(args, f"Error: {name} arguments must be JSON-like ({exc})")
             slot[0].wait()
-            return slot[1]
+            reply: dict[str, Any] = slot[1]
         finally:
             with self._lock:
                 self._waiting.pop(call_id, None)
+        raise_refusal(reply)
+        return reply.get("value")
 
-    def answer(self, call_id: Any, value: Any) -> None:
+    def answer(self, reply: dict[str, Any]) -> None:
         """Hand the parent's reply to the thread waiting for it."""
+        call_id = reply.get("id")
         with self._lock:
             slot = self._waiting.get(call_id) if isinstance(call_id, int) else None
         if slot is not None:
-            slot[1] = value
+            slot[1] = reply
             slot[0].set()
 
 
-def _strings(value: Any) -> list[str]:
-    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-
-
-def _error_for(fn: str, args: dict[str, Any], text: str) -> Any:
-    return [text] * len(args.get("prompts") or [0]) if fn.endswith("_batched") else text
+def _error_for(args: dict[str, Any], text: str) -> Any:
+    prompts = args.get("prompts")
+    return [text] * len(prompts) if isinstance(prompts, list) and prompts else text
 
 
 class Worker:
@@ -102,7 +91,8 @@ class Worker:
 
     def __init__(self, channel: Channel, context: Any, init: dict[str, Any]):
         self.channel = channel
-        self.bridge = ChannelBridge(channel)
+        specs = [FunctionSpec.from_dict(f) for f in init.get("functions") or []]
+        self.bridge = ChannelBridge(channel, specs)
         limit = int(init["output_limit"])
         self.repl = Repl(context, self.bridge, output_limit=limit, register=True)
         self.snapshot_path = Path(init["scratch"]) / SNAPSHOT_NAME
@@ -125,7 +115,7 @@ class Worker:
             if message is None:
                 continue
             if message.get("op") == "reply":
-                self.bridge.answer(message.get("id"), message.get("value"))
+                self.bridge.answer(message)
             else:
                 self.inbox.put(message)
 

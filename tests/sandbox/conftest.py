@@ -1,4 +1,9 @@
-"""A fake Bridge that records calls and how many run at once, for the sandbox tests."""
+"""A fake Bridge that records calls and how many run at once, for the sandbox tests.
+
+It offers the real REPL functions (the specs of `fathom.repl_api`) and answers each
+call with the method of the same name, so the sandboxes are tested through the same
+`functions()` / `call()` contract the engine's bridge implements.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,24 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from fathom import repl_api
+from fathom.errors import BudgetExceeded
+from fathom.repl_api import FunctionSpec
+
+
+def _refusing(message: str) -> Callable[[str], str]:
+    """A reply that refuses like the budget does."""
+
+    def reply(prompt: str) -> str:
+        raise BudgetExceeded(message)
+
+    return reply
+
+
+@pytest.fixture
+def refusing() -> Callable[[str], Callable[[str], str]]:
+    return _refusing
 
 
 class FakeBridge:
@@ -21,6 +44,12 @@ class FakeBridge:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+
+    def functions(self) -> list[FunctionSpec]:
+        return [function.spec for function in repl_api.functions()]
+
+    def call(self, name: str, args: dict[str, Any]) -> Any:
+        return getattr(self, name)(**args)
 
     def _one(self, kind: str, payload: Any, prompt: str) -> str:
         with self._lock:
@@ -44,15 +73,21 @@ class FakeBridge:
             self.calls.append(("llm_query_batched", (list(prompts), model)))
         # Fan out like the real Bridge does, so in-flight counts are meaningful.
         results: list[str] = [""] * len(prompts)
+        refusals: list[BudgetExceeded] = []
 
         def run(i: int, p: str) -> None:
-            results[i] = self._one("batched_item", (p, model), p)
+            try:
+                results[i] = self._one("batched_item", (p, model), p)
+            except BudgetExceeded as exc:
+                refusals.append(exc)
 
         workers = [threading.Thread(target=run, args=(i, p)) for i, p in enumerate(prompts)]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
+        if refusals:
+            raise refusals[0]
         return results
 
     def rlm_query(self, prompt: str, context: Any = None) -> str:

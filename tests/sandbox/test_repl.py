@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-from fathom.sandbox.base import BUDGET_STOP
 from fathom.sandbox.output import CappedText
 from fathom.sandbox.repl import Repl
 
@@ -167,15 +166,16 @@ def test_model_functions_call_the_bridge(bridge):
     assert ("rlm_query_batched", (["p"], ["c"])) in bridge.calls
 
 
-def test_budget_stop_reply_raises_budget_exceeded_in_user_code(make_bridge):
-    bridge = make_bridge(reply=lambda prompt: f"{BUDGET_STOP}: calls limit of 3 reached")
+def test_budget_stop_reply_raises_budget_exceeded_in_user_code(make_bridge, refusing):
+    bridge = make_bridge(reply=refusing("Budget reached: calls limit of 3"))
     result = make(bridge).execute("n = 0\nwhile True:\n    llm_query('again')\n    n += 1")
     assert result.error is not None
-    assert "BudgetExceeded" in result.error and "budget exhausted" in result.error
+    assert "BudgetExceeded" in result.error and "calls limit of 3" in result.error
 
 
-def test_budget_stop_in_a_batch_raises_too(make_bridge):
-    bridge = make_bridge(reply=lambda p: f"{BUDGET_STOP}: usd" if p == "b" else "ok")
+def test_budget_stop_in_a_batch_raises_too(make_bridge, refusing):
+    refuse = refusing("Budget reached: usd")
+    bridge = make_bridge(reply=lambda p: refuse(p) if p == "b" else "ok")
     result = make(bridge).execute("llm_query_batched(['a', 'b'])")
     assert result.error is not None and "BudgetExceeded" in result.error
 

@@ -13,7 +13,6 @@ import pytest
 from fathom.context import Context
 from fathom.errors import ContextError, SandboxError
 from fathom.sandbox import SandboxOptions, create
-from fathom.sandbox.base import BUDGET_STOP
 from fathom.sandbox.subprocess import SubprocessSandbox
 
 CONTEXT = "The quick brown fox. " * 100
@@ -175,8 +174,8 @@ def test_concurrent_llm_query_from_threads_run_in_parallel(start, make_bridge):
     assert len(bridge.threads) >= 6  # parent threads, one per request
 
 
-def test_budget_stop_ends_a_runaway_loop(start, make_bridge):
-    bridge = make_bridge(reply=lambda p: f"{BUDGET_STOP}: calls limit reached")
+def test_budget_stop_ends_a_runaway_loop(start, make_bridge, refusing):
+    bridge = make_bridge(reply=refusing("Budget reached: calls limit"))
     result = start(the_bridge=bridge).execute("while True:\n    llm_query('more')")
     assert result.error is not None and "BudgetExceeded" in result.error
     assert len(bridge.calls) == 1

@@ -11,10 +11,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fathom import repl_api
 from fathom.context import Context
+from fathom.repl_api import FunctionSpec
 from fathom.sandbox import SandboxOptions
 from fathom.sandbox.base import ExecResult
 from fathom.sandbox.isolation import LayerStatus, layers_from_text
@@ -57,6 +60,12 @@ class FakeBridge:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str | None]] = []
+
+    def functions(self) -> list[FunctionSpec]:
+        return [function.spec for function in repl_api.functions()]
+
+    def call(self, name: str, args: dict[str, Any]) -> Any:
+        return getattr(self, name)(**args)
 
     def llm_query(self, prompt: str, model: str | None = None) -> str:
         self.calls.append((prompt, model))

@@ -1,0 +1,136 @@
+"""The run tree: what a root run and every child started by rlm_query share, and how runs start.
+
+One RunTree holds the settings, the model router, the budget, the metered call path,
+the event sink and clock, and the tasks to cancel. `RunTree.run` starts a run at any
+depth (the root from `RLM.arun`, children from the bridge's `rlm_query`); the loop of
+each run is made by the `engine` factory the tree was given, so this module does not
+depend on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fathom.budget import Spend
+from fathom.calls import Meter, RunHandle
+from fathom.context import Context
+from fathom.lm.router import ModelRouter
+from fathom.result import Result
+from fathom.sandbox import SandboxFactory, SandboxOptions
+from fathom.trace import Clock, Event, SubRLMEnd, SubRLMStart
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings every run of a tree shares."""
+
+    max_iterations: int = 30
+    max_depth: int = 1
+    max_concurrency: int = 16
+    output_limit: int = 20_000
+    compact_at: float = 0.8
+    sandbox: str | SandboxFactory = "subprocess"
+    sandbox_options: SandboxOptions = field(default_factory=SandboxOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the run_start event."""
+        opts = self.sandbox_options
+        return {
+            "max_iterations": self.max_iterations,
+            "max_depth": self.max_depth,
+            "max_concurrency": self.max_concurrency,
+            "output_limit": self.output_limit,
+            "compact_at": self.compact_at,
+            "sandbox": self.sandbox if isinstance(self.sandbox, str) else repr(self.sandbox),
+            "exec_timeout": opts.exec_timeout,
+            "memory_mb": opts.memory_mb,
+            "isolation": opts.isolation,
+        }
+
+
+class RunLoop(Protocol):
+    """One run's loop, as the tree drives it."""
+
+    async def run(self, context: Context) -> Result:
+        """Run to a FINAL, the iteration limit, the budget or an error."""
+        ...
+
+
+RunLoopFactory = Callable[["RunTree", RunHandle], RunLoop]
+
+
+class RunTree:
+    """State shared by a root run and all its children; starts each of them."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        router: ModelRouter,
+        spend: Spend,
+        emit: Callable[[Event], None],
+        loop: asyncio.AbstractEventLoop,
+        engine: RunLoopFactory,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.spend = spend
+        self.emit = emit
+        self.loop = loop
+        self.clock = Clock()
+        self.meter = Meter(spend, emit, self.clock, config.max_concurrency)
+        self._engine = engine
+        # Live child runs per depth. One semaphore per depth, not one shared: a parent holds
+        # its slot while it waits for its own children, which draw from the next depth.
+        self._child_slots: dict[int, asyncio.Semaphore] = {}
+        # Sub-call and child-run tasks, so a cancelled run can cancel its whole tree.
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(self, query: str, context: Context) -> Result:
+        """The root run."""
+        return await self._engine(self, RunHandle(query)).run(context)
+
+    async def run_child(
+        self, parent: RunHandle, prompt: str, context: Any, batch_id: str | None
+    ) -> Result:
+        """rlm_query: a child run at the next depth; its context defaults to the prompt."""
+        child = RunHandle(prompt, depth=parent.depth + 1, parent=parent)
+        child_context = Context.from_value(prompt if context is None else context)
+        try:
+            async with self._slots(child.depth):
+                self.event(
+                    parent, SubRLMStart, child_run_id=child.run_id, prompt=prompt,
+                    iteration=parent.iteration, batch_id=batch_id,
+                )
+                try:
+                    result = await self._engine(self, child).run(child_context)
+                except Exception as exc:
+                    self.event(parent, SubRLMEnd, child_run_id=child.run_id,
+                                stop_reason="error", error=str(exc))
+                    raise
+        finally:
+            child_context.close()
+        self.event(
+            parent, SubRLMEnd, child_run_id=child.run_id, answer=result.answer,
+            stop_reason=result.stop_reason, error=result.error,
+        )
+        return result
+
+    def _slots(self, depth: int) -> asyncio.Semaphore:
+        if depth not in self._child_slots:
+            self._child_slots[depth] = asyncio.Semaphore(self.config.max_concurrency)
+        return self._child_slots[depth]
+
+    def event(self, run: RunHandle, cls: type[Event], **fields: Any) -> None:
+        """Emit one event of `run`, stamped with the tree's clock."""
+        self.emit(cls(run_id=run.run_id, depth=run.depth, t=self.clock.now(), **fields))
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every sub-call and child run still going, and wait for their cleanup."""
+        pending = [task for task in self.tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
