@@ -14,7 +14,9 @@ import statistics
 import time
 from typing import Any
 
+from fathom import repl_api
 from fathom.context import Context
+from fathom.repl_api import FunctionSpec
 from fathom.sandbox import Sandbox, SandboxOptions
 from fathom.sandbox.inprocess import InProcessSandbox
 from fathom.sandbox.subprocess import SubprocessSandbox
@@ -23,19 +25,11 @@ from fathom.sandbox.subprocess import SubprocessSandbox
 class _NullBridge:
     """No model behind the REPL functions: the benchmark only runs `x = 1`."""
 
-    def llm_query(self, prompt: str, model: str | None = None) -> str:
+    def functions(self) -> list[FunctionSpec]:
+        return [function.spec for function in repl_api.functions()]
+
+    def call(self, name: str, args: dict[str, Any]) -> Any:
         return ""
-
-    def llm_query_batched(self, prompts: list[str], model: str | None = None) -> list[str]:
-        return [""] * len(prompts)
-
-    def rlm_query(self, prompt: str, context: Any = None) -> str:
-        return ""
-
-    def rlm_query_batched(
-        self, prompts: list[str], contexts: list[Any] | None = None
-    ) -> list[str]:
-        return [""] * len(prompts)
 
 
 def _build(kind: str) -> Sandbox:

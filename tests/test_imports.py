@@ -235,3 +235,18 @@ def test_import_fathom_loads_no_model_sdk() -> None:
     loaded = _modules_loaded_by("import fathom")
     assert "fathom.rlm" in loaded  # the probe really imported the package
     assert not {"llama_cpp", "openai", "anthropic"} & loaded
+
+
+def test_the_sandbox_worker_starts_without_asyncio_or_model_code() -> None:
+    # The worker imports through BOOT (skipping fathom/__init__) before isolation holds, once
+    # per sandbox start and restart: it needs the REPL, the channel and the function specs only.
+    from fathom.sandbox.process import BOOT
+
+    probe = BOOT.replace(
+        "from fathom.sandbox.worker import main\nraise SystemExit(main(sys.argv[1:]))\n",
+        "import fathom.sandbox.worker\n",
+    )
+    assert probe != BOOT
+    loaded = _modules_loaded_by(probe)
+    assert "fathom.sandbox.worker" in loaded and "fathom.repl_api" in loaded
+    assert not {"asyncio", "fathom.engine", "fathom.bridge", "fathom.lm", "fathom.rlm"} & loaded

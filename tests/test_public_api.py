@@ -33,11 +33,13 @@ FATHOM_ALL = [
 ]
 
 LM_ALL = [
+    "BaseLM",
     "Completion",
     "LM",
     "Message",
     "ScriptedLM",
     "Usage",
+    "complete_sync",
     "default_model",
     "providers",
     "register_provider",

@@ -169,4 +169,6 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
     """Token estimate of a chat prompt: the text plus ~4 tokens of framing per message."""
-    return sum(estimate_tokens(m.get("content", "")) + 4 for m in messages) + 2
+    # One pass over the lengths: called for every root turn, on a history that keeps growing.
+    chars = sum(len(m.get("content", "")) for m in messages)
+    return -(-chars // CHARS_PER_TOKEN) + 4 * len(messages) + 2

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fathom.sandbox import linux
+from fathom.sandbox.isolation.layers import Layer
 
 # Read-only places besides Python itself: system libraries (for ctypes and subprocesses),
 # the dynamic loader's cache, time zone data, and of /proc only the worker's own entry
@@ -82,14 +83,14 @@ def scratch_quota(
     readable: list[str],
     masks: list[tuple[str, list[str]]],
     userns: bool,
-) -> tuple[ScratchQuota | None, str]:
-    """The tmpfs every worker of one plan gets as scratch, and the disk_quota layer's text.
+) -> tuple[ScratchQuota | None, Layer]:
+    """The tmpfs every worker of one plan gets as scratch, and the disk_quota layer.
 
     `possible`: this host lets us create the mount namespace (root, or a user namespace).
     """
     if not possible:
         why = "a tmpfs scratch needs a private mount namespace (root, or user namespaces)"
-        return None, f"unavailable: {why}"
+        return None, Layer.unavailable("disk_quota", why)
     inside = scratch.rstrip("/") + "/"
     try:
         quota = ScratchQuota.create(
@@ -102,8 +103,9 @@ def scratch_quota(
             userns=userns,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"unavailable: could not mount a tmpfs over scratch ({exc})"
-    return quota, f"active ({disk_mb} MB tmpfs scratch, {QUOTA_INODES} files)"
+        why = f"could not mount a tmpfs over scratch ({exc})"
+        return None, Layer.unavailable("disk_quota", why)
+    return quota, Layer.active("disk_quota", f"{disk_mb} MB tmpfs scratch, {QUOTA_INODES} files")
 
 
 class ScratchQuota:

@@ -261,7 +261,7 @@ def _cut_network(draft: _Draft, host: Host) -> None:
 
 def _limit_disk(draft: _Draft, host: Host, disk_mb: int) -> None:
     """Scratch as a size-limited tmpfs in a mount namespace all workers of the plan share."""
-    draft.quota, text = view.scratch_quota(
+    draft.quota, layer = view.scratch_quota(
         str(draft.scratch),
         disk_mb,
         possible=host.namespaces,
@@ -271,7 +271,7 @@ def _limit_disk(draft: _Draft, host: Host, disk_mb: int) -> None:
         masks=draft.masks,
         userns=not host.root,
     )
-    draft.add(Layer.parse("disk_quota", text))
+    draft.add(layer)
     if draft.quota is not None:
         draft.spec["disk_mb"] = disk_mb
 
