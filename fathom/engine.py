@@ -40,9 +40,9 @@ KEEP_RECENT_TURNS = 4
 class Engine:
     """One run at one depth: its own sandbox and message history."""
 
-    def __init__(self, tree: RunTree, run: RunHandle) -> None:
+    def __init__(self, tree: RunTree, handle: RunHandle) -> None:
         self.tree = tree
-        self.handle = run
+        self.handle = handle
         self._last_text = ""
         self._last_output = ""
         self._digest: list[str] = []
@@ -51,7 +51,7 @@ class Engine:
         # This run's sandbox calls are sequential: one thread of its own, so a wide tree
         # of waiting parents can never starve its children of threads.
         self._thread = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"fathom-d{run.depth}"
+            max_workers=1, thread_name_prefix=f"fathom-d{handle.depth}"
         )
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
