@@ -3,6 +3,11 @@
 Answers and requested output go to stdout; progress, summaries and errors go to
 stderr, so `fathom ask ... > answer.txt` and pipes work. Exit codes: 0 answered,
 1 the run failed, 2 bad usage or unreadable input, 3 stopped by a budget.
+
+Text from a model, the sandbox or the input is escaped (`fathom.terminal`) in
+everything meant for a person: progress, errors, reports, and the answer when
+stdout is a terminal. An answer sent to a file or a pipe is the exact text, and
+`--json` escapes the same characters the JSON way, which keeps the value.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from fathom.errors import (
     TraceError,
 )
 from fathom.sandbox import ISOLATION_LEVELS, IsolationLevel, sandbox_names
+from fathom.terminal import is_terminal, safe_json, safe_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 
@@ -62,8 +68,23 @@ def _version() -> str:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"fathom: error: {message}", err=True)
+    click.echo(f"fathom: error: {safe_text(message)}", err=True)
     sys.exit(code)
+
+
+def _echo_answer(answer: str) -> None:
+    """The answer on stdout: escaped for a terminal, the exact text for a file or a pipe."""
+    text = safe_text(answer) if is_terminal(sys.stdout) else answer
+    try:
+        click.echo(text, color=True)  # color=True: else click strips ANSI codes off a file
+    except UnicodeEncodeError:
+        # Lone surrogates (a str from JSON may hold them) have no encoding: escape only those.
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        click.echo(text.encode(encoding, "backslashreplace").decode(encoding), color=True)
+
+
+def _echo_json(value: dict[str, Any]) -> None:
+    click.echo(safe_json(json.dumps(value, indent=2, ensure_ascii=False)))
 
 
 _USAGE_CLASSES = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError)
@@ -141,7 +162,7 @@ def ask(
     if skipped and not quiet:
         shown = ", ".join(f"{name} ({why})" for name, why in list(skipped.items())[:10])
         more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        click.echo(f"fathom: skipped {len(skipped)} file(s): {shown}{more}", err=True)
+        click.echo(safe_text(f"fathom: skipped {len(skipped)} file(s): {shown}{more}"), err=True)
     budget = None
     if max_usd is not None or max_seconds is not None or max_tokens is not None:
         budget = fathom.Budget(usd=max_usd, seconds=max_seconds, tokens=max_tokens)
@@ -161,11 +182,11 @@ def ask(
         _fail("interrupted", 130)
     finally:
         _close(context)
-    progress.summary(result)
+    progress.summary(result)  # never raises: the answer below always gets out
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        _echo_json(result.to_dict())
     elif result.answer:
-        click.echo(result.answer)
+        _echo_answer(result.answer)
     if result.stop_reason == "budget":
         limit = f" ({result.budget_limit})" if result.budget_limit else ""
         if not quiet:
@@ -270,7 +291,7 @@ def replay(trace: Path, sandbox: str, context_paths: tuple[str, ...], as_json: b
     except FathomError as exc:
         _fail(str(exc), _exit_code_for(exc))
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        _echo_json(report.to_dict())
     else:
         click.echo(report.summary())
     sys.exit(EXIT_OK if report.matches else EXIT_FAILED)

@@ -4,6 +4,10 @@ On a terminal it draws a rich panel (iteration and depth, the code being run,
 sub-calls in flight / done / failed, tokens, dollars, elapsed time) and a summary
 table at the end; elsewhere (a pipe, a CI log) it writes plain lines with no
 escape codes. Events arrive from sub-call threads, so every update takes a lock.
+
+Model and sandbox text (code, output, errors, queries, answers) is shown as text:
+passed through `safe_text` and never parsed as rich markup. Drawing is best effort:
+a display that breaks says so once and stops, and the run and its answer go on.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from fathom.protocol import code_blocks
+from fathom.terminal import is_terminal, safe_text
 from fathom.trace import (
     Event,
     ExecEvent,
@@ -31,7 +36,7 @@ from fathom.trace import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.live import Live
 
     from fathom.result import Result
@@ -105,12 +110,14 @@ class Progress:
     def __init__(self, mode: Mode = "auto", stream: TextIO | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         if mode == "auto":
-            mode = "live" if self.stream.isatty() else "plain"
+            mode = "live" if is_terminal(self.stream) else "plain"
         self.mode = mode
         self.state = ProgressState()
         self._lock = threading.Lock()
         self._console: Console | None = None
         self._live: Live | None = None
+        self.failure: str | None = None  # why the display broke, if it did
+        self._failure_told = False
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -128,10 +135,15 @@ class Progress:
         self._live.start()
 
     def stop(self) -> None:
-        """Stop drawing; the live panel is cleared from the terminal."""
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        """Stop drawing; the live panel is cleared from the terminal. Never raises."""
+        live, self._live = self._live, None
+        if live is None:
+            return
+        try:
+            live.stop()
+        except Exception as exc:
+            self._broke(exc)
+        self._tell_failure()
 
     @contextmanager
     def running(self) -> Iterator[Progress]:
@@ -150,7 +162,7 @@ class Progress:
         with self._lock:
             line = self._apply(event)
             if line is not None and self.mode == "plain":
-                self.stream.write(f"[fathom {self.state.elapsed:6.1f}s] {line}\n")
+                self.stream.write(f"[fathom {self.state.elapsed:6.1f}s] {safe_text(line)}\n")
                 self.stream.flush()
 
     def _apply(self, e: Event) -> str | None:
@@ -209,7 +221,9 @@ class Progress:
                     s.code, s.code_depth = queue[0], e.depth
             status = "error" if e.error else "ok"
             if e.error:
-                s.last_error = e.error.strip().splitlines()[-1] if e.error.strip() else e.error
+                # The traceback's last line; split on "\n" only, so a lone "\r" is shown, not
+                # taken for a line end.
+                s.last_error = e.error.strip().split("\n")[-1] if e.error.strip() else e.error
             extra = f" ({_short(s.last_error, 100)})" if e.error else ""
             return (f"{pad}code ran in {e.seconds:.2f}s: {status}{extra}; sub-calls so far "
                     f"{s.sub_done} done, {s.sub_failed} failed")
@@ -237,6 +251,7 @@ class Progress:
         from rich.panel import Panel
         from rich.syntax import Syntax
         from rich.table import Table
+        from rich.text import Text
 
         with self._lock:
             s = self.state
@@ -245,76 +260,119 @@ class Progress:
             grid.add_column()
             limit = f" / {s.max_iterations}" if s.max_iterations else ""
             depth = f"depth {s.depth} (max {s.max_depth_seen})"
-            grid.add_row("iteration", f"{s.iteration}{limit}   {depth}")
+            grid.add_row("iteration", Text(f"{s.iteration}{limit}   {depth}"))
             if s.waiting_depth is not None:
-                grid.add_row("model", f"[yellow]thinking[/yellow] (depth {s.waiting_depth})")
+                grid.add_row("model", Text.assemble(("thinking", "yellow"),
+                                                    f" (depth {s.waiting_depth})"))
             flight = f"{s.sub_in_flight} in flight, " if s.sub_in_flight else ""
-            failed = f"[red]{s.sub_failed} failed[/red]" if s.sub_failed else "0 failed"
-            grid.add_row("sub-calls", f"{flight}{s.sub_done} done, {failed}")
+            failed = (f"{s.sub_failed} failed", "red" if s.sub_failed else "")
+            grid.add_row("sub-calls", Text.assemble(f"{flight}{s.sub_done} done, ", failed))
             if s.children_running or s.children_done:
-                grid.add_row("child RLMs", f"{s.children_running} running, {s.children_done} done")
+                grid.add_row("child RLMs",
+                              Text(f"{s.children_running} running, {s.children_done} done"))
             tokens = f"{_tokens(s.prompt_tokens)} in, {_tokens(s.completion_tokens)} out"
-            grid.add_row("tokens", tokens)
-            grid.add_row("cost", _usd(s.usd))
-            grid.add_row("elapsed", f"{s.elapsed:.1f}s")
+            grid.add_row("tokens", Text(tokens))
+            grid.add_row("cost", Text(_usd(s.usd)))
+            grid.add_row("elapsed", Text(f"{s.elapsed:.1f}s"))
             if s.last_error:
-                grid.add_row("last error", f"[red]{_short(s.last_error, 90)}[/red]")
+                grid.add_row("last error", Text(safe_text(_short(s.last_error, 90)), style="red"))
             parts: list[Any] = [grid]
             if s.code:
                 title = "code" + (f" (depth {s.code_depth})" if s.code_depth else "")
-                parts.append(Panel(
-                    Syntax(shorten_code(s.code), "python", theme="ansi_dark", word_wrap=False),
-                    title=title, title_align="left", border_style="dim",
-                ))
-        return Panel(Group(*parts), title=f"fathom · {s.model or 'starting'}", title_align="left",
-                     border_style="blue")
+                code = Syntax(safe_text(shorten_code(s.code)), "python", theme="ansi_dark",
+                              word_wrap=False)
+                parts.append(Panel(code, title=title, title_align="left", border_style="dim"))
+            heading = Text(safe_text(f"fathom · {s.model or 'starting'}"))
+        return Panel(Group(*parts), title=heading, title_align="left", border_style="blue")
 
     def summary(self, result: Result) -> None:
-        """Write the end-of-run table (per model usage, totals, stop reason) to stderr."""
+        """Write the end-of-run table (per model usage, totals, stop reason) to stderr.
+
+        Never raises: the answer is printed after it, and a broken display must not lose it.
+        """
         if self.mode == "quiet":
             return
-        rows = [
-            (model, u.calls, u.prompt_tokens, u.completion_tokens, u.usd)
-            for model, u in sorted(result.usage.items())
-        ]
+        try:
+            if self.mode == "plain":
+                self._plain_summary(result)
+            else:
+                self._table_summary(result)
+        except Exception as exc:
+            self._broke(exc)
+        self._tell_failure()
+
+    def _plain_summary(self, result: Result) -> None:
         total = result.total_usage
-        head = (f"{result.stop_reason} after {result.iterations} iteration(s) in "
-                f"{result.seconds:.1f}s")
-        if self.mode == "plain":
-            self.stream.write(f"[fathom] {head}\n")
-            for model, calls, pt, ct, usd in rows:
-                self.stream.write(f"[fathom]   {model}: {calls} calls, {pt} in / {ct} out tok, "
-                                  f"{_usd(usd)}\n")
-            self.stream.write(f"[fathom]   total: {total.calls} calls, {total.prompt_tokens} in / "
-                              f"{total.completion_tokens} out tok, {_usd(total.usd)}\n")
-            if result.trace_path:
-                self.stream.write(f"[fathom] trace: {result.trace_path} "
-                                  f"(fathom view {result.trace_path})\n")
-            self.stream.flush()
-            return
+        lines = [f"{result.stop_reason} after {result.iterations} iteration(s) in "
+                 f"{result.seconds:.1f}s"]
+        lines += [f"  {model}: {u.calls} calls, {u.prompt_tokens} in / {u.completion_tokens} out "
+                  f"tok, {_usd(u.usd)}" for model, u in sorted(result.usage.items())]
+        lines.append(f"  total: {total.calls} calls, {total.prompt_tokens} in / "
+                     f"{total.completion_tokens} out tok, {_usd(total.usd)}")
+        if result.trace_path:
+            lines.append(f"trace: {result.trace_path} (fathom view {result.trace_path})")
+        self.stream.write("".join(f"[fathom] {safe_text(line)}\n" for line in lines))
+        self.stream.flush()
+
+    def _table_summary(self, result: Result) -> None:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
-        console = self._console or Console(file=self.stream, force_terminal=True)
-        table = Table(title=head, title_justify="left", show_footer=True)
+        total = result.total_usage
+        console = self._console or Console(file=self.stream, force_terminal=True, highlight=False)
+        table = Table(title=f"{result.stop_reason} after {result.iterations} iteration(s) in "
+                            f"{result.seconds:.1f}s", title_justify="left", show_footer=True)
         table.add_column("model", footer="total")
         table.add_column("calls", justify="right", footer=str(total.calls))
         table.add_column("tokens in", justify="right", footer=f"{total.prompt_tokens:,}")
         table.add_column("tokens out", justify="right", footer=f"{total.completion_tokens:,}")
         table.add_column("cost", justify="right", footer=_usd(total.usd))
-        for model, calls, pt, ct, usd in rows:
-            table.add_row(model, str(calls), f"{pt:,}", f"{ct:,}", _usd(usd))
+        for model, u in sorted(result.usage.items()):
+            table.add_row(Text(safe_text(model)), str(u.calls), f"{u.prompt_tokens:,}",
+                          f"{u.completion_tokens:,}", _usd(u.usd))
         console.print(table)
         if result.trace_path:
-            console.print(f"trace: {result.trace_path}  (open it with [bold]fathom view "
-                          f"{result.trace_path} --open[/bold])", highlight=False)
+            path = safe_text(result.trace_path)
+            console.print(Text.assemble(f"trace: {path}  (open it with ",
+                                        (f"fathom view {path} --open", "bold"), ")"))
+
+    # --- a broken display -------------------------------------------------------------
+    def _broke(self, exc: Exception) -> None:
+        """Remember the first display failure; it is told once the display is down."""
+        if self.failure is None:
+            self.failure = f"{type(exc).__name__}: {exc}"
+
+    def _tell_failure(self) -> None:
+        if self.failure is None or self._failure_told:
+            return
+        self._failure_told = True
+        # When the stream itself is what broke there is nowhere left to say so.
+        with suppress(Exception):
+            self.stream.write(safe_text(f"fathom: the progress display failed ({self.failure}); "
+                                        "the run went on without it") + "\n")
+            self.stream.flush()
 
 
 class _Renderable:
-    """Lets rich's refresh thread ask the Progress for a fresh panel each frame."""
+    """Lets rich's refresh thread ask the Progress for a fresh panel each frame.
+
+    The panel is rendered here, inside a guard: a frame that fails becomes one line
+    saying so, instead of an exception in rich's refresh thread or in `Live.stop`.
+    """
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
 
-    def __rich__(self) -> RenderableType:
-        return self.progress.render()
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        try:
+            lines = console.render_lines(self.progress.render(), options, pad=False,
+                                         new_lines=True)
+        except Exception as exc:
+            self.progress._broke(exc)
+            yield Text(safe_text(f"fathom: the progress display failed ({self.progress.failure})"))
+            return
+        for line in lines:
+            yield from line

@@ -54,7 +54,9 @@ class ReplayReport:
         }
 
     def summary(self) -> str:
-        """A few lines for a terminal."""
+        """A few lines for a terminal (answers as reprs, everything else through `safe_text`)."""
+        from fathom.terminal import safe_text
+
         verdict = "MATCH" if self.matches else "MISMATCH"
         lines = [
             f"{verdict}: replay of {self.trace_path}",
@@ -68,7 +70,7 @@ class ReplayReport:
                          f" (first: {self.unmatched_prompts[0][:80]!r})")
         if self.error:
             lines.append(f"  error: {self.error}")
-        return "\n".join(lines)
+        return safe_text("\n".join(lines))
 
 
 @dataclass(eq=False)

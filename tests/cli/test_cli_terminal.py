@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import re
 import subprocess
-import threading
 from pathlib import Path
 
-from tests.cli.conftest import cli_env, command, script
+from tests.cli.conftest import cli_env, command, run_on_pty, script
 from tests.fake_servers import ScriptedOpenAIServer
 
 ROOT = [
@@ -19,43 +16,17 @@ ROOT = [
 ]
 
 
-def _run_on_pty(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    """Run with stderr on a pty (stdout piped); return (exit code, stdout, terminal output)."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-                            cwd=cwd, env=env)
-    os.close(slave)
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO once the child side is closed
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    stdout = proc.stdout.read().decode() if proc.stdout else ""
-    code = proc.wait(timeout=60)
-    reader.join(timeout=10)
-    os.close(master)
-    return code, stdout, b"".join(chunks).decode("utf-8", "replace")
-
-
 def test_progress_is_drawn_live_on_a_tty(tmp_path: Path) -> None:
     (tmp_path / "words.txt").write_text("alpha beta gamma")
     # Slow replies so the live panel refreshes several times during the run.
     with ScriptedOpenAIServer(script(ROOT, lambda p: p.split()[-1]), delay=0.25) as server:
         env = cli_env(server.base_url, TERM="xterm-256color", COLUMNS="110", LINES="40")
-        code, stdout, terminal = _run_on_pty(
+        run = run_on_pty(
             [*command(), "ask", "words.txt", "-q", "What are the words?", "--model", "openai:x",
              "--sandbox", "inprocess"], env, tmp_path)
-    assert code == 0, terminal
-    assert stdout == "three words\n"  # the answer is not mixed with the drawing
+    terminal = run.terminal
+    assert run.code == 0, terminal
+    assert run.stdout == "three words\n"  # the answer is not mixed with the drawing
     assert "\x1b[" in terminal  # cursor movement and colours: drawn live
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal)
     assert "fathom · openai:x" in plain  # the live panel's title
@@ -79,3 +50,27 @@ def test_no_escape_codes_when_stderr_is_not_a_tty(tmp_path: Path) -> None:
     assert any("iteration 2" in line for line in lines)
     assert any("code ran in" in line and "3 done, 0 failed" in line for line in lines)
     assert all(line.startswith("[fathom") for line in lines)
+
+
+def test_sandbox_text_in_the_live_panel_is_text_and_the_answer_is_printed(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x")
+    hostile = "[bold red]x[/] [link=http://evil.example]click[/link] \x1b]52;c;cHduZWQ=\x07 \x9b2J"
+    root = [
+        f"```repl\n# {hostile}\nraise ValueError({hostile!r})\n```",
+        # Its error message made rich raise MarkupError, last of all when the panel stopped:
+        # exit 1 with a traceback and no answer.
+        "```repl\nopen('[/tmp]')\n```",
+        "FINAL(done)",
+    ]
+    with ScriptedOpenAIServer(script(root), delay=0.3) as server:  # frames of every state
+        env = cli_env(server.base_url, TERM="xterm-256color", COLUMNS="140", LINES="40")
+        run = run_on_pty([*command(), "ask", "a.txt", "-q", "What?", "--model", "openai:x",
+                          "--sandbox", "inprocess"], env, tmp_path)
+    assert run.code == 0, run.terminal
+    assert run.stdout == "done\n"
+    assert "Traceback" not in run.terminal and "display failed" not in run.terminal
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", run.terminal)
+    assert "No such file or directory: '[/tmp]'" in plain  # the error, as text
+    assert "ValueError: [bold red]x[/] [link=http://evil.example]click[/link]" in plain
+    assert "\\x1b]52;c;cHduZWQ=\\x07 \\x9b2J" in plain  # escapes shown, not obeyed
+    assert "\x1b]" not in run.terminal and "\x9b" not in run.terminal  # no OSC: no link either
