@@ -23,6 +23,7 @@ from typing import TextIO
 from fathom.budget import Budget
 from fathom.lm.base import LM
 from fathom.result import Result
+from fathom.terminal import safe_text
 from fathom.trace import Event
 
 QUERY = "What is the secret passphrase of the vault? Answer with the passphrase only."
@@ -176,5 +177,6 @@ def run_demo(
             "note:        the embedded 135M model is a smoke test and cannot write good REPL "
             "code; try --model openai:gpt-5-mini or any OpenAI-compatible server."
         )
-    print("\n".join(lines), file=stream, flush=True)
+    # A report for people: what the model wrote is shown, never acted on by the terminal.
+    print(safe_text("\n".join(lines)), file=stream, flush=True)
     return result

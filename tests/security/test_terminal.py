@@ -299,3 +299,15 @@ def test_replay_of_a_hostile_trace_prints_no_raw_controls(tmp_path: Path) -> Non
     assert replayed.returncode == 0, out + replayed.stderr.decode()
     assert out.startswith("MATCH") and obeyed(out) == []
     assert "\\x1b]52;c;cHduZWQ=\\x07" in out
+
+
+def test_the_demo_report_shows_a_hostile_answer_as_text(tmp_path: Path) -> None:
+    from fathom.demo import run_demo
+
+    hostile = "```repl\nFINAL('\\x1b]52;c;cGF3bmVk\\x07\\x1b[2Jdone')\n```"
+    out = io.StringIO()
+    result = run_demo(ScriptedLM([hostile]), chars=20_000, trace_dir=tmp_path, out=out,
+                      sandbox="inprocess")
+    assert result.answer.startswith("\x1b]52")
+    report = out.getvalue()
+    assert "\x1b" not in report and "\x07" not in report and "\\x1b]52" in report
