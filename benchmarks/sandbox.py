@@ -2,7 +2,8 @@
 
 Prints a markdown table for `inprocess`, `subprocess` at isolation "off" and at
 "standard" (targets: standard adds <= 50 ms to start and <= 1 ms per execution over
-off), then the layers "standard" got on this host.
+off), then the layers "standard" got on this host, then the time the parent takes to
+receive one 1, 10 and 100 MB message from a worker's channel (target: linear in size).
 
     .venv/bin/python benchmarks/sandbox.py [--starts 10] [--execs 300]
 """
@@ -10,7 +11,10 @@ off), then the layers "standard" got on this host.
 from __future__ import annotations
 
 import argparse
+import select
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -18,6 +22,7 @@ from fathom import repl_api
 from fathom.context import Context
 from fathom.repl_api import FunctionSpec
 from fathom.sandbox import Sandbox, SandboxOptions
+from fathom.sandbox.channel import Channel
 from fathom.sandbox.inprocess import InProcessSandbox
 from fathom.sandbox.subprocess import SubprocessSandbox
 
@@ -63,8 +68,44 @@ def time_execs(kind: str, context: Context, execs: int) -> tuple[float, dict[str
     return statistics.median(times), layers
 
 
+# A worker stand-in: writes one call message whose prompt is argv[1] MB, as fast as the pipe takes.
+_SENDER = (
+    "import sys; size = int(sys.argv[1]) * 2**20; sys.stdout.buffer.write("
+    "b'{\"op\":\"call\",\"id\":1,\"fn\":\"llm_query\",\"args\":{\"prompt\":\"' "
+    "+ b'x' * size + b'\"}}\\n')"
+)
+
+
+def time_receive(megabytes: int) -> float:
+    """Seconds the parent's Channel takes to receive and decode one message of that size,
+    from its first byte (the sender is another process, as the worker is)."""
+    sender = subprocess.Popen(
+        [sys.executable, "-c", _SENDER, str(megabytes)], stdout=subprocess.PIPE
+    )
+    assert sender.stdout is not None
+    channel = Channel(sender.stdout.fileno(), sender.stdout.fileno(),
+                      max_bytes=(megabytes + 1) * 2**20)
+    select.select([sender.stdout], [], [])  # the clock starts at the first byte, not at launch
+    began = time.perf_counter()
+    message = channel.recv(timeout=300)
+    seconds = time.perf_counter() - began
+    assert message is not None and len(message["args"]["prompt"]) == megabytes * 2**20
+    sender.wait()
+    sender.stdout.close()
+    return seconds
+
+
+def print_channel_table(repeats: int = 3) -> None:
+    """Receive time of one message of 1, 10 and 100 MB (median of `repeats`)."""
+    print("| message from the worker | receive and decode (ms, median) | ms per MB |")
+    print("|---|---:|---:|")
+    for megabytes in (1, 10, 100):
+        seconds = statistics.median(time_receive(megabytes) for _ in range(repeats))
+        print(f"| {megabytes} MB | {seconds * 1000:.1f} | {seconds * 1000 / megabytes:.2f} |")
+
+
 def main() -> None:
-    """Print the table."""
+    """Print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=10, help="worker starts to time")
     parser.add_argument("--execs", type=int, default=300, help="executions of `x = 1` to time")
@@ -96,6 +137,8 @@ def main() -> None:
     print("\nlayers at standard on this host:")
     for name, value in layers.items():
         print(f"  {name:18} {value}")
+    print()
+    print_channel_table()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ the table runs as a coroutine on the run tree's event loop, so `llm_query_batche
 fans out with asyncio. Model calls go through the tree's one metered path; child runs
 are started by the tree. A model failure comes back to REPL code as an "Error: ..."
 string so the code keeps going; a budget refusal is raised as BudgetExceeded, so a
-runaway loop stops.
+runaway loop stops, and a call over a limit (too many prompts) as CallRefused.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fathom.calls import CallSite, Role, RunHandle
 from fathom.errors import BudgetExceeded, ConfigError
 from fathom.lm.base import Message
 from fathom.lm.pricing import CHARS_PER_TOKEN
-from fathom.repl_api import FunctionSpec
+from fathom.repl_api import CallRefused, FunctionSpec
 from fathom.tree import RunTree
 
 T = TypeVar("T")
@@ -31,6 +31,8 @@ class SubCalls:
     def __init__(self, tree: RunTree, run: RunHandle) -> None:
         self.tree = tree
         self.run = run
+        self.concurrency = tree.config.max_concurrency
+        self.max_batch = tree.config.sandbox_options.max_batch
         window = tree.router.sub.context_window * CHARS_PER_TOKEN
         self._specs = [f.spec.render(sub_window=f"{window:,}") for f in repl_api.functions()]
 
@@ -40,13 +42,15 @@ class SubCalls:
         return list(self._specs)
 
     def call(self, name: str, args: dict[str, Any]) -> Any:
-        """Run the handler of REPL function `name`; BudgetExceeded when the budget refuses."""
+        """Run the handler of REPL function `name`; BudgetExceeded when the budget refuses,
+        CallRefused when the call is over a limit (`max_batch`)."""
         function = repl_api.get(name)
         if function is None:
             return f"Error: there is no REPL function {name!r}"
+        repl_api.check_batch(function.spec, args, self.max_batch)
         try:
             return self._wait(function.handler(self, args))
-        except BudgetExceeded:
+        except (BudgetExceeded, CallRefused):
             raise
         except Exception as exc:  # a handler bug must not end the REPL code's run
             return f"Error: {name} failed: {type(exc).__name__}: {exc}"

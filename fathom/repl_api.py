@@ -12,10 +12,17 @@ itself, never on the parent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
+
+from fathom.errors import FathomError
+
+
+class CallRefused(FathomError, ValueError):
+    """A REPL call over one of the sandbox's limits (too many prompts, too large a message);
+    raised in the REPL code, which can split the call and go on."""
 
 
 class ParamKind(StrEnum):
@@ -95,6 +102,8 @@ class FunctionSpec:
 class ReplHost(Protocol):
     """What a handler may ask of the run whose REPL called it (the bridge provides it)."""
 
+    concurrency: int  # calls of this run that may wait on models at once (max_concurrency)
+
     def batch_id(self) -> str:
         """A fresh id tying together the calls of one batched function."""
         ...
@@ -146,6 +155,17 @@ def get(name: str) -> ReplFunction | None:
     return _FUNCTIONS.get(name)
 
 
+def check_batch(spec: FunctionSpec, args: dict[str, Any], max_batch: int) -> None:
+    """Refuse (CallRefused) a call with more than `max_batch` prompts in one list argument."""
+    for param in spec.params:
+        value = args.get(param.name)
+        if param.kind is ParamKind.TEXTS and isinstance(value, list) and len(value) > max_batch:
+            raise CallRefused(
+                f"{spec.name} got {len(value):,} {param.name}, over the limit of {max_batch:,} "
+                f"per call: split them into calls of at most {max_batch:,}."
+            )
+
+
 # --- the built-in functions ------------------------------------------------------------
 def _model(args: dict[str, Any]) -> str | None:
     model = args.get("model")
@@ -156,17 +176,49 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-async def _all(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
-    """Answers in order; a budget refusal in any of them is raised once all have settled."""
+async def _fan_out(host: ReplHost, calls: Iterator[Coroutine[Any, Any, str]]) -> list[str]:
+    """Answers in order, with a window of twice the run's concurrency in flight.
+
+    Calls are made as the window frees, so a huge batch never holds more than the window
+    (its tasks, its trace events). After a failure (a budget refusal) no further call
+    starts: the rest of the batch is not attempted, and the failure is raised once the
+    calls in flight have settled.
+    """
     # Imported here: the sandbox worker imports this module for the specs, and importing
     # asyncio there would add tens of milliseconds to every worker start.
     import asyncio
 
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [str(r) for r in results]
+    window = max(1, 2 * host.concurrency)
+    results: list[str] = []
+    running: dict[asyncio.Future[str], int] = {}
+    failure: BaseException | None = None
+    numbered = enumerate(calls)
+    try:
+        while True:
+            while failure is None and len(running) < window:
+                index, call = next(numbered, (-1, None))
+                if call is None:
+                    break
+                running[asyncio.ensure_future(call)] = index
+                results.append("")
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = running.pop(task)
+                error = asyncio.CancelledError() if task.cancelled() else task.exception()
+                if error is None:
+                    results[index] = str(task.result())
+                elif failure is None:
+                    failure = error
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+    if failure is not None:
+        raise failure
+    return results
 
 
 async def _llm_query(host: ReplHost, args: dict[str, Any]) -> str:
@@ -177,8 +229,8 @@ async def _llm_query_batched(host: ReplHost, args: dict[str, Any]) -> list[str]:
     prompts = args.get("prompts")
     if not isinstance(prompts, list):
         return [f"Error: llm_query_batched needs a list, got {type(prompts).__name__}"]
-    batch = host.batch_id()
-    return await _all([host.llm_query(_text(p), _model(args), batch) for p in prompts])
+    batch, model = host.batch_id(), _model(args)
+    return await _fan_out(host, (host.llm_query(_text(p), model, batch) for p in prompts))
 
 
 async def _rlm_query(host: ReplHost, args: dict[str, Any]) -> str:
@@ -197,8 +249,8 @@ async def _rlm_query_batched(host: ReplHost, args: dict[str, Any]) -> list[str]:
             f"Error: rlm_query_batched got {len(prompts)} prompts but {count} contexts"
         ] * len(prompts)
     batch = host.batch_id()
-    return await _all(
-        [host.rlm_query(_text(p), c, batch) for p, c in zip(prompts, contexts, strict=True)]
+    return await _fan_out(
+        host, (host.rlm_query(_text(p), c, batch) for p, c in zip(prompts, contexts, strict=True))
     )
 
 

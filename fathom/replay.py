@@ -6,6 +6,10 @@ what role (`fathom.calls.current_call`): a run's root turns are answered with th
 recorded replies of the run it stands for (the root, or the child of the same parent
 with the same query, in the order they started), and sub-calls by prompt. The code runs for
 real in a sandbox, so the replay checks that a trajectory still leads to its answer.
+
+Prompts, queries and answers are matched by the sha256 of the whole text, which the trace
+keeps for the strings it cut (`Event.cut`); a model reply the trace cut cannot be replayed
+and fails as a model error would.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from fathom.calls import Role, RunHandle, current_call
 from fathom.errors import LMError, TraceError
 from fathom.lm.base import Message
 from fathom.lm.scripted import ScriptedLM
-from fathom.trace import LMCall, RunEnd, RunStart
+from fathom.trace import LMCall, RunEnd, RunStart, text_sha256
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,17 @@ class ReplayReport:
 class _RecordedRun:
     run_id: str
     parent_run_id: str | None
-    query: str
+    query_sha256: str
     replies: list[str | BaseException]
     cursor: int = 0
     claimed: bool = False
 
 
 class TraceScript:
-    """A ScriptedLM responder answering root calls and sub-calls from a trace's events."""
+    """A ScriptedLM responder answering root calls and sub-calls from a trace's events.
+
+    `sub_replies` maps the sha256 of a sub-call prompt to its recorded replies.
+    """
 
     def __init__(self, runs: list[_RecordedRun], sub_replies: dict[str, list[str | BaseException]]):
         self.runs = runs
@@ -107,13 +114,14 @@ class TraceScript:
 
     def _sub_reply(self, messages: list[Message]) -> str | BaseException:
         prompt = messages[-1].get("content", "")
-        queue = self._sub.get(prompt)
+        key = text_sha256(prompt)
+        queue = self._sub.get(key)
         if queue:
             # Identical prompts get their replies in recorded order, the last one repeated.
-            self._last_sub[prompt] = queue.popleft()
-            return self._last_sub[prompt]
-        if prompt in self._last_sub:
-            return self._last_sub[prompt]
+            self._last_sub[key] = queue.popleft()
+            return self._last_sub[key]
+        if key in self._last_sub:
+            return self._last_sub[key]
         self.unmatched.append(prompt)
         return LMError("replay: the trace has no reply recorded for this sub-call prompt")
 
@@ -132,9 +140,10 @@ class TraceScript:
             return self._playing[run]
         parent = None if run.parent is None else self._recorded(run.parent)
         parent_id = None if parent is None else parent.run_id
+        query = text_sha256(run.query) if parent_id is not None else ""
         found = next(
             (r for r in self.runs if not r.claimed and r.parent_run_id == parent_id
-             and (parent_id is None or r.query == run.query)),
+             and (parent_id is None or r.query_sha256 == query)),
             None,
         )
         if found is not None:
@@ -150,6 +159,10 @@ class TraceScript:
 
 def _reply_of(call: LMCall) -> str | BaseException:
     if call.error is None:
+        if "response" in call.cut:
+            chars = call.cut["response"].get("chars", "?")
+            return LMError(f"replay: the trace cut this {chars}-character reply to its head and "
+                           "tail, so it cannot be replayed")
         return call.response
     text = call.error.removeprefix("Error: ")
     return LMError(f"replayed failure: {text}")
@@ -179,7 +192,8 @@ def load_recording(trace_path: str | Path) -> Recording:
     root = next((s for s in starts if s.parent_run_id is None), starts[0])
     end = next((e for e in events if isinstance(e, RunEnd) and e.run_id == root.run_id), None)
     runs = {
-        s.run_id: _RecordedRun(s.run_id, s.parent_run_id, s.query, replies=[]) for s in starts
+        s.run_id: _RecordedRun(s.run_id, s.parent_run_id, s.sha256_of("query"), replies=[])
+        for s in starts
     }
     subs: dict[str, list[str | BaseException]] = defaultdict(list)
     sub_models: set[str] = set()
@@ -193,7 +207,7 @@ def load_recording(trace_path: str | Path) -> Recording:
         if e.role == "root" and e.run_id in runs:
             runs[e.run_id].replies.append(_reply_of(e))
         elif e.role == "sub":
-            subs[e.prompt].append(_reply_of(e))
+            subs[e.sha256_of("prompt")].append(_reply_of(e))
             sub_models.add(e.model)
     script = TraceScript(list(runs.values()), dict(subs))
     return Recording(
@@ -235,10 +249,13 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
     )
     result = rlm.run(rec.root.query, _context_of(rec.root) if context is None else context)
     original = rec.end.answer if rec.end else ""
+    same_answer = rec.end is not None and (
+        text_sha256(result.answer) == rec.end.sha256_of("answer")
+        or ("answer" not in rec.end.cut and result.answer.strip() == original.strip())
+    )
     return ReplayReport(
         trace_path=str(trace_path),
-        matches=rec.end is not None and result.answer.strip() == original.strip()
-        and result.stop_reason == original_reason,
+        matches=same_answer and result.stop_reason == original_reason,
         original_answer=original, replayed_answer=result.answer,
         original_stop_reason=original_reason, replayed_stop_reason=result.stop_reason,
         root_replies=rec.root_reply_count, sub_replies=rec.sub_reply_count,

@@ -24,7 +24,7 @@ from fathom.sandbox import (
     SandboxOptions,
     sandbox_names,
 )
-from fathom.trace import Event, EventSinks, TraceWriter
+from fathom.trace import MAX_TRACE_BYTES, Event, EventSinks, TraceWriter
 from fathom.tree import RunConfig, RunTree
 
 EventHandler = Callable[[Event], None]
@@ -52,9 +52,17 @@ class RLM:
         cache: str | Path | None = None,
         allowed_models: list[str | LM] | None = None,
         compact_at: float = 0.8,
+        max_message_mb: int = SandboxOptions.max_message_mb,
+        max_batch: int = SandboxOptions.max_batch,
+        trace_max_mb: float = MAX_TRACE_BYTES / 2**20,
     ) -> None:
         _check_positive(max_iterations=max_iterations, max_concurrency=max_concurrency,
-                        exec_timeout=exec_timeout, output_limit=output_limit)
+                        exec_timeout=exec_timeout, output_limit=output_limit,
+                        max_message_mb=max_message_mb, max_batch=max_batch,
+                        trace_max_mb=trace_max_mb)
+        for name, count in (("max_message_mb", max_message_mb), ("max_batch", max_batch)):
+            if not isinstance(count, int):
+                raise ConfigError(f"{name}={count!r} is invalid: pass a whole number.")
         for name, value in (("model", model), ("sub_model", sub_model)):
             if value is not None and not isinstance(value, str) and not hasattr(value, "acomplete"):
                 raise ConfigError(
@@ -91,6 +99,7 @@ class RLM:
         self.sub_model = sub_model
         self.budget = budget
         self.trace = Path(trace) if trace is not None else None
+        self.trace_max_bytes = int(trace_max_mb * 2**20)
         self.on_event = on_event
         self.cache = cache
         self.allowed_models = allowed_models
@@ -102,7 +111,8 @@ class RLM:
             compact_at=compact_at,
             sandbox=sandbox,
             sandbox_options=SandboxOptions(
-                exec_timeout=exec_timeout, memory_mb=memory_mb, isolation=sandbox_isolation
+                exec_timeout=exec_timeout, memory_mb=memory_mb, isolation=sandbox_isolation,
+                max_message_mb=max_message_mb, max_batch=max_batch,
             ),
         )
 
@@ -138,7 +148,10 @@ class RLM:
         router = self._router()
         self._check_prices(router)
         self._check_trace_is_not_input(ctx)
-        writer = TraceWriter(self.trace) if self.trace is not None else None
+        writer = (
+            TraceWriter(self.trace, max_bytes=self.trace_max_bytes)
+            if self.trace is not None else None
+        )
         emit = EventSinks([s for s in (writer, self.on_event) if s is not None])
         tree = RunTree(
             self.config, router, Spend(self.budget), emit, asyncio.get_running_loop(), Engine

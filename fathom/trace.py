@@ -5,11 +5,19 @@ and `t` (seconds since the root run started, monotonic). Child RLMs write to the
 same trace with their own `run_id`, `parent_run_id` in their `run_start`, and
 `depth + 1`. Lines are flushed as written so a trace can be read while a run
 is still going.
+
+REPL code decides how long prompts, outputs and answers are, so the writer bounds
+what it records: a string longer than FIELD_MAX_CHARS keeps its head and tail (the
+event's `cut` gives its length and the sha256 of the whole, which replay matches
+on), and past the trace's size limit later events are dropped after one
+`trace_truncated` note. Lines end in "\n" alone: U+2028, U+2029 and U+0085 are
+written as escapes, and the reader splits on "\n" only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -24,6 +32,13 @@ from fathom.errors import ConfigError, TraceError
 TRACE_VERSION = 1
 logger = logging.getLogger("fathom")
 
+# A longer string in an event is cut to its head and tail in the trace file.
+FIELD_MAX_CHARS = 64 * 1024
+# The default size limit of one trace file (RLM(trace_max_mb=...)).
+MAX_TRACE_BYTES = 1024 * 2**20
+# Characters a line of JSON may hold but other line readers split on (JavaScript, splitlines).
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
 
 @dataclass(frozen=True)
 class Event:
@@ -33,10 +48,23 @@ class Event:
     run_id: str
     depth: int
     t: float
+    # Fields the trace cut to FIELD_MAX_CHARS: name -> {"chars": length, "sha256": of the whole}.
+    cut: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form with `v` and `type` first."""
-        return {"v": TRACE_VERSION, "type": self.type, **dataclasses.asdict(self)}
+        """JSON-ready form with `v` and `type` first (and `cut` last, when a field was cut)."""
+        data = {"v": TRACE_VERSION, "type": self.type, **dataclasses.asdict(self)}
+        cut = data.pop("cut")
+        if cut:
+            data["cut"] = cut
+        return data
+
+    def sha256_of(self, name: str) -> str:
+        """The sha256 of string field `name` as it was before the trace cut it, if it did."""
+        recorded = self.cut.get(name) if isinstance(self.cut, dict) else None
+        if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str):
+            return str(recorded["sha256"])
+        return text_sha256(str(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -159,11 +187,21 @@ class RunEnd(Event):
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class TraceTruncated(Event):
+    """The trace reached its size limit: later events were dropped (the root's `run_end`
+    is still written). Stamped with the first dropped event's run, depth and time."""
+
+    type: ClassVar[str] = "trace_truncated"
+    max_bytes: int = 0
+    dropped_type: str = ""  # the type of that first dropped event
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunStart, IterationEvent, LMCallStart, LMCall, ExecEvent, SubRLMStart, SubRLMEnd,
-        FinalEvent, RunEnd,
+        FinalEvent, RunEnd, TraceTruncated,
     )
 }
 
@@ -173,15 +211,21 @@ EventSink = Callable[[Event], None]
 class TraceWriter:
     """Appends events to a JSONL file, one flushed line each; thread-safe.
 
-    A path is written by one writer at a time in this process: a second writer for the
-    same file is refused with ConfigError until the first is closed.
+    Long strings are cut (see FIELD_MAX_CHARS). Once the file would pass `max_bytes`, one
+    `trace_truncated` note is written and later events are dropped, all but the root run's
+    `run_end`; so the file stays within `max_bytes` plus those two lines. A path is written
+    by one writer at a time in this process: a second writer for the same file is refused
+    with ConfigError until the first is closed.
     """
 
     _open: ClassVar[set[Path]] = set()
     _open_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, max_bytes: int | None = MAX_TRACE_BYTES) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.truncated = False
+        self._written = 0
         self._key = self.path.resolve()
         with self._open_lock:
             if self._key in self._open:
@@ -192,11 +236,7 @@ class TraceWriter:
             self._open.add(self._key)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Lone surrogates (from surrogateescape-decoded bytes) are written as \\udcff
-            # escapes, which JSON reads back as the same character, instead of failing the run.
-            self._file: IO[str] | None = self.path.open(
-                "w", encoding="utf-8", errors="backslashreplace"
-            )
+            self._file: IO[bytes] | None = self.path.open("wb")
         except OSError as exc:
             self._release()
             raise ConfigError(
@@ -205,11 +245,27 @@ class TraceWriter:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        line = json.dumps(event.to_dict(), ensure_ascii=False, default=str)
+        line = encode_line(bounded(event.to_dict()))
         with self._lock:
-            if self._file is not None:
-                self._file.write(line + "\n")
-                self._file.flush()
+            if self._file is None:
+                return
+            if self.truncated or (
+                self.max_bytes is not None and self._written + len(line) > self.max_bytes
+            ):
+                if not self.truncated:
+                    self.truncated = True
+                    note = TraceTruncated(run_id=event.run_id, depth=event.depth, t=event.t,
+                                          max_bytes=self.max_bytes or 0, dropped_type=event.type)
+                    self._write(encode_line(note.to_dict()))
+                if not (isinstance(event, RunEnd) and event.depth == 0):
+                    return
+            self._write(line)
+
+    def _write(self, line: bytes) -> None:
+        assert self._file is not None
+        self._file.write(line)
+        self._file.flush()
+        self._written += len(line)
 
     def close(self) -> None:
         """Close the file; later events are dropped."""
@@ -222,6 +278,60 @@ class TraceWriter:
     def _release(self) -> None:
         with self._open_lock:
             self._open.discard(self._key)
+
+
+def text_sha256(text: str) -> str:
+    """The hex sha256 of `text` as UTF-8 (lone surrogates included)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def cut_text(text: str, limit: int = FIELD_MAX_CHARS) -> str:
+    """`text` within `limit` characters: its head and tail around a note of what was cut."""
+    if len(text) <= limit:
+        return text
+    note = f"\n... [{len(text):,} characters; the trace keeps the first and last ones] ...\n"
+    half = max(limit - len(note), 0) // 2
+    return f"{text[:half]}{note}{text[len(text) - half:]}"
+
+
+def bounded(data: dict[str, Any], limit: int = FIELD_MAX_CHARS) -> dict[str, Any]:
+    """An event's dict with every string longer than `limit` cut (nested ones too); each
+    cut top-level field is recorded in `cut` with its length and the sha256 of the whole."""
+    cut = dict(data.get("cut") or {})
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, str) and len(value) > limit:
+            cut[key] = {"chars": len(value), "sha256": text_sha256(value)}
+            out[key] = cut_text(value, limit)
+        else:
+            out[key] = _bounded_value(value, limit)
+    if cut:
+        out["cut"] = cut
+    return out
+
+
+def _bounded_value(value: Any, limit: int, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return cut_text(value, limit)
+    if depth > 8:  # events hold shallow metadata; deeper values are left as they are
+        return value
+    if isinstance(value, dict):
+        return {cut_text(str(k), limit): _bounded_value(v, limit, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded_value(v, limit, depth + 1) for v in value]
+    return value
+
+
+def encode_line(data: dict[str, Any]) -> bytes:
+    """One JSONL line: UTF-8 JSON, with characters other readers break lines on escaped."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    for char, escape in _LINE_BREAKS.items():
+        if char in text:
+            text = text.replace(char, escape)
+    # A lone surrogate (from surrogateescape-decoded bytes) is written as a \udcff escape,
+    # which JSON reads back as the same character, instead of failing the run.
+    return text.encode("utf-8", "backslashreplace") + b"\n"
 
 
 class EventSinks:
@@ -267,40 +377,67 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         raise TraceError(
             f"Trace event {data.get('type')!r} lacks {', '.join(missing)}; is this a fathom trace?"
         )
-    return cls(**{k: v for k, v in data.items() if k in names})
+    fields = {k: v for k, v in data.items() if k in names}
+    cut = fields.get("cut")
+    if cut is not None:
+        fields["cut"] = (
+            {str(k): v for k, v in cut.items() if isinstance(v, dict)} if isinstance(cut, dict)
+            else {}
+        )
+    return cls(**fields)
 
 
 def iter_events(path: str | Path, *, partial: bool = True) -> Iterator[Event]:
-    """Yield typed events from a JSONL trace.
+    """Yield typed events from a JSONL trace, read line by line ("\n" ends a line, nothing else).
 
     With `partial` (the default) a last line cut off mid-write (a run still in
     progress) is skipped; any other malformed line raises TraceError with its number.
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        handle = path.open("rb")
     except OSError as exc:
         raise TraceError(f"Cannot read trace {path}: {exc.strerror or exc}.") from exc
-    except UnicodeDecodeError as exc:
-        raise TraceError(f"{path} is not UTF-8 text; is this a fathom trace?") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if partial and number == len(lines):
-                return
-            raise TraceError(
-                f"{path}:{number} is not valid JSON ({exc.msg}); is this a fathom trace?"
-            ) from exc
-        if not isinstance(data, dict):
-            raise TraceError(f"{path}:{number} is not a JSON object; is this a fathom trace?")
-        try:
-            event = event_from_dict(data)
-        except TraceError as exc:
-            raise TraceError(f"{path}:{number}: {exc}") from None
-        yield event
+    with handle:
+        for number, raw, last in _numbered_lines(handle):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TraceError(f"{path}:{number} is not UTF-8 text; is this a fathom trace?"
+                                 ) from exc
+            try:
+                data = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                if partial and last:
+                    return
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+                raise TraceError(
+                    f"{path}:{number} is not valid JSON ({why}); is this a fathom trace?"
+                ) from exc
+            if not isinstance(data, dict):
+                raise TraceError(f"{path}:{number} is not a JSON object; is this a fathom trace?")
+            try:
+                event = event_from_dict(data)
+            except TraceError as exc:
+                raise TraceError(f"{path}:{number}: {exc}") from None
+            yield event
+
+
+def _numbered_lines(handle: IO[bytes]) -> Iterator[tuple[int, bytes, bool]]:
+    """(number, line, whether it is the last) for each line of a binary file."""
+    previous: bytes | None = None
+    number = 0
+    try:
+        for number, line in enumerate(handle, 1):  # a binary file splits on b"\n" alone
+            if previous is not None:
+                yield number - 1, previous, False
+            previous = line
+    except OSError as exc:
+        raise TraceError(f"Cannot read trace {handle.name}: {exc.strerror or exc}.") from exc
+    if previous is not None:
+        yield number, previous, True
 
 
 def read(path: str | Path) -> list[Event]:

@@ -108,3 +108,27 @@ def test_not_a_trace(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(TraceError, match="no run_start"):
         replay(empty)
+
+
+def test_sub_call_prompts_longer_than_the_trace_keeps_are_matched_by_hash(tmp_path: Path) -> None:
+    long_prompt = "chunk " * 30_000  # 180,000 characters: the trace keeps its head and tail
+    root = ScriptedLM(["```repl\nFINAL(llm_query('chunk ' * 30_000) + llm_query('short'))\n```"],
+                      name="scripted:root")
+    sub = ScriptedLM(lambda m: str(len(m[-1]["content"])), name="scripted:sub")
+    trace = tmp_path / "run.jsonl"
+    fathom.RLM(model=root, sub_model=sub, sandbox="inprocess", trace=trace).run("q", "ctx")
+    script = load_recording(trace).script
+    assert script([{"role": "user", "content": long_prompt}]) == "180000"
+    with pytest.raises(LMError, match="no reply recorded"):  # the cut text is not the prompt
+        script([{"role": "user", "content": long_prompt[:-1]}])
+    assert replay(trace, sandbox="inprocess").matches
+
+
+def test_a_model_reply_the_trace_cut_fails_the_replay_clearly(tmp_path: Path) -> None:
+    code = "x = 1  # " + "c" * 70_000 + "\nFINAL('done')"
+    root = ScriptedLM([f"```repl\n{code}\n```"], name="scripted:root")
+    trace = tmp_path / "run.jsonl"
+    assert fathom.RLM(model=root, sandbox="inprocess", trace=trace).run("q", "ctx").answer == "done"
+    report = replay(trace, sandbox="inprocess")
+    assert not report.matches
+    assert report.error is not None and "the trace cut this" in report.error

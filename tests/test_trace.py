@@ -15,6 +15,7 @@ import pytest
 from fathom.errors import ConfigError, TraceError
 from fathom.trace import (
     EVENT_TYPES,
+    FIELD_MAX_CHARS,
     TRACE_VERSION,
     Clock,
     Event,
@@ -24,10 +25,13 @@ from fathom.trace import (
     LMCall,
     RunEnd,
     RunStart,
+    TraceTruncated,
     TraceWriter,
+    cut_text,
     event_from_dict,
     iter_events,
     read,
+    text_sha256,
 )
 
 
@@ -105,6 +109,94 @@ def test_many_threads_write_whole_lines(tmp_path: Path) -> None:
     assert len(seen) == threads * per_thread
 
 
+def test_long_strings_keep_head_tail_length_and_hash(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    prompt = "head" + "m" * (3 * FIELD_MAX_CHARS) + "tail"
+    writer = TraceWriter(trace)
+    writer(LMCall(run_id="r", depth=0, t=0.0, role="sub", prompt=prompt, response="short"))
+    writer(RunStart(run_id="r", depth=0, t=0.0, context={"keys": ["k" * (2 * FIELD_MAX_CHARS)]}))
+    writer.close()
+    call, start = read(trace)
+    assert isinstance(call, LMCall) and isinstance(start, RunStart)
+    assert len(call.prompt) <= FIELD_MAX_CHARS
+    assert call.prompt.startswith("headmmm") and call.prompt.endswith("mmmtail")
+    assert f"[{len(prompt):,} characters" in call.prompt
+    assert call.response == "short" and set(call.cut) == {"prompt"}
+    assert call.cut["prompt"] == {"chars": len(prompt), "sha256": text_sha256(prompt)}
+    assert call.sha256_of("prompt") == text_sha256(prompt)
+    assert call.sha256_of("response") == text_sha256("short")  # not cut: hashed as it is
+    assert len(start.context["keys"][0]) <= FIELD_MAX_CHARS  # nested strings are cut too
+    assert start.cut == {}
+
+
+def test_cut_text_is_within_its_limit_and_idempotent() -> None:
+    assert cut_text("short", 500) == "short"
+    for size in (501, 1000, 10_000):
+        once = cut_text("x" * size, 500)
+        assert len(once) <= 500 and cut_text(once, 500) == once
+
+
+def test_line_breaks_other_than_newline_are_written_escaped_and_read_back(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    text = "a\u2028b\u2029c\x85d\re\x0bf\x0cg\x1c\x1d\x1e"
+    written = [ExecEvent(run_id="r", depth=0, t=0.0, stdout=text, code=text),
+               ExecEvent(run_id="r", depth=0, t=1.0, stdout="after")]
+    writer = TraceWriter(trace)
+    for event in written:
+        writer(event)
+    writer.close()
+    raw = trace.read_text(encoding="utf-8")
+    assert raw.splitlines() == raw.split("\n")[:-1]  # no line splits anywhere but at "\n"
+    assert read(trace) == written
+
+
+def test_a_trace_with_raw_line_separators_inside_strings_is_read(tmp_path: Path) -> None:
+    """Older writers put U+2028 and friends raw in the file; only "\n" ends a line."""
+    line = json.dumps({"v": 1, "type": "exec", "run_id": "r", "depth": 0, "t": 0.0,
+                       "stdout": "x\u2028y\u2029z\x85w"}, ensure_ascii=False)
+    trace = _write_lines(tmp_path / "run.jsonl", _line("run_start"), line, _line("iteration"))
+    events = read(trace)
+    assert [type(e) for e in events] == [RunStart, ExecEvent, IterationEvent]
+    assert events[1].stdout == "x\u2028y\u2029z\x85w"  # type: ignore[attr-defined]
+
+
+def test_past_max_bytes_one_note_is_written_and_only_the_root_end_after_it(
+    tmp_path: Path,
+) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace, max_bytes=20_000)
+    writer(RunStart(run_id="r", depth=0, t=0.0, query="q"))
+    for i in range(100):
+        writer(LMCall(run_id="c", depth=1, t=float(i), role="sub", prompt="p" * 1000))
+    writer(RunEnd(run_id="c", depth=1, t=100.0, stop_reason="final"))  # a child's: dropped
+    writer(RunEnd(run_id="r", depth=0, t=101.0, stop_reason="final", answer="a"))
+    writer(IterationEvent(run_id="r", depth=0, t=102.0))  # after the end: dropped
+    writer.close()
+    assert writer.truncated
+    events = read(trace)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is RunStart and kinds[-2:] == [TraceTruncated, RunEnd]
+    assert kinds.count(TraceTruncated) == 1 and kinds.count(RunEnd) == 1
+    note = events[-2]
+    assert isinstance(note, TraceTruncated) and note.max_bytes == 20_000
+    assert note.dropped_type == "lm_call" and note.run_id == "c"
+    written = trace.read_bytes().splitlines(keepends=True)
+    assert sum(map(len, written[:-2])) <= 20_000
+
+
+def test_a_malformed_cut_record_is_ignored(tmp_path: Path) -> None:
+    trace = _write_lines(tmp_path / "run.jsonl", _line("lm_call", cut="nonsense"),
+                         _line("lm_call", cut={"prompt": 3, "response": {"chars": 9}}))
+    first, second = read(trace)
+    assert first.cut == {} and second.cut == {"response": {"chars": 9}}
+
+
+def test_a_deeply_nested_line_is_a_trace_error(tmp_path: Path) -> None:
+    trace = _write_lines(tmp_path / "run.jsonl", _line(), "[" * 100_000, _line())
+    with _refused(trace, "2 is not valid JSON (RecursionError)"):
+        read(trace)
+
+
 # --- reading ---
 
 
@@ -168,7 +260,8 @@ def test_every_event_type_round_trips_through_json(cls: type[Event]) -> None:
     event = cls(run_id="r", depth=2, t=1.25)
     data = json.loads(json.dumps(event.to_dict()))
     assert data["type"] == cls.type and EVENT_TYPES[cls.type] is cls
-    assert set(data) == {"v", "type"} | {f.name for f in dataclasses.fields(cls)}
+    # `cut` is written only when the trace cut a field.
+    assert set(data) == {"v", "type"} | {f.name for f in dataclasses.fields(cls)} - {"cut"}
     assert event_from_dict(data) == event
 
 

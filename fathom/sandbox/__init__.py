@@ -14,6 +14,7 @@ from typing import Literal, get_args
 from fathom.errors import ConfigError
 from fathom.registry import Registry
 from fathom.sandbox.base import Bridge, ExecResult, Sandbox
+from fathom.sandbox.channel import MAX_MESSAGE_BYTES
 
 IsolationLevel = Literal["strict", "standard", "off"]
 # The levels in the order help texts list them; derived so the Literal stays the one list.
@@ -28,6 +29,15 @@ class SandboxOptions:
     memory_mb: int | None = 4096
     output_limit: int = 1_000_000  # characters of stdout/stderr kept per execution
     isolation: IsolationLevel = "standard"
+    # One message between the parent and the worker (a call with its prompts, a reply); a
+    # bigger call is refused in the REPL code, which splits it.
+    max_message_mb: int = MAX_MESSAGE_BYTES // 2**20
+    max_batch: int = 10_000  # prompts in one llm_query_batched / rlm_query_batched call
+
+    @property
+    def max_message_bytes(self) -> int:
+        """`max_message_mb` in bytes."""
+        return self.max_message_mb * 2**20
 
 
 SandboxFactory = Callable[[SandboxOptions], Sandbox]

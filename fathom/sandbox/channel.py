@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import threading
@@ -18,11 +19,18 @@ from enum import StrEnum
 from typing import Any
 
 from fathom.errors import BudgetExceeded
+from fathom.repl_api import CallRefused
 from fathom.sandbox.base import Bridge
 
-# Big enough for a long prompt or a full capped output, small enough to bound memory.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-_READ_CHUNK = 1 << 16
+# The default cap on one message (SandboxOptions.max_message_mb): far above any prompt a model
+# can read (a million tokens is a few MB of text), small enough that decoding a hostile message
+# cannot take the parent's memory. A bigger batch is split by the code that sends it.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Nesting deeper than this is refused (JSON a hundred levels deep is no call's argument); it
+# keeps recursive code in the parent far from Python's recursion limit.
+MAX_DEPTH = 100
+# One read takes what the pipe holds, up to this much.
+_READ_CHUNK = 1 << 20
 
 
 class ChannelClosed(Exception):
@@ -30,27 +38,51 @@ class ChannelClosed(Exception):
 
 
 class BadMessage(Exception):
-    """A line that is not a JSON object, or too long; it was skipped."""
+    """A line that is not a JSON object, too long or too deeply nested; it was skipped."""
+
+
+class MessageRefused(ValueError):
+    """A message over the channel's size cap or nesting depth, refused before anything was
+    sent (the other side would drop it, and whoever waits for its answer would wait in vain)."""
 
 
 class Channel:
-    """Newline-delimited JSON objects over a read fd and a write fd; send is thread-safe."""
+    """Newline-delimited JSON objects over a read fd and a write fd; send is thread-safe.
+
+    Receiving is linear in the bytes read (each byte is searched for a newline once), holds
+    at most `max_bytes` plus one read of a line, and returns at its deadline even while a
+    line that never ends keeps arriving.
+    """
 
     def __init__(self, read_fd: int, write_fd: int, *, max_bytes: int = MAX_MESSAGE_BYTES):
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.max_bytes = max_bytes
         self._buffer = bytearray()
+        self._scanned = 0  # how much of the buffer is known to hold no newline
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
+        self.last_size = 0  # bytes of the last message recv returned
         self._send_lock = threading.Lock()
         self._poller = select.poll()
         self._poller.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
         self.closed = False
 
     def send(self, message: dict[str, Any]) -> None:
-        """Write one message; ChannelClosed if the other side is gone."""
-        data = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        """Write one message; MessageRefused over the limits, ChannelClosed if the other side
+        is gone."""
+        too_deep = f"the message is nested deeper than {MAX_DEPTH} levels"
+        try:  # first: it refuses cycles, so the depth walk below is bounded by its output
+            data = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+        except RecursionError:
+            raise MessageRefused(too_deep) from None
+        if _deeper_than(message, MAX_DEPTH):
+            raise MessageRefused(too_deep)
         payload = data.encode("utf-8", "surrogatepass") + b"\n"
+        if len(payload) - 1 > self.max_bytes:
+            raise MessageRefused(
+                f"the message is {_mb(len(payload) - 1)}, over the {_mb(self.max_bytes)} cap "
+                "on one message"
+            )
         with self._send_lock:
             view = memoryview(payload)
             try:
@@ -61,35 +93,44 @@ class Channel:
                 raise ChannelClosed(str(exc)) from exc
 
     def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next message, or None if none arrived within `timeout` seconds.
+        """The next message, or None if none was complete within `timeout` seconds.
 
-        Raises ChannelClosed at end of stream and BadMessage for a skipped line.
+        Raises ChannelClosed at end of stream and BadMessage for a skipped line. A line cut
+        short by the timeout is kept, and the next call goes on with it.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             line = self._take_line()
             if line is not None:
+                self.last_size = len(line)
                 return _decode(line)
             if not self._fill(deadline):
                 return None
 
-    def _take_line(self) -> bytes | None:
-        end = self._buffer.find(b"\n")
+    def _take_line(self) -> bytearray | None:
+        end = self._buffer.find(b"\n", self._scanned)
         if end < 0:
-            if len(self._buffer) > self.max_bytes:
+            self._scanned = len(self._buffer)
+            if self._scanned > self.max_bytes:
                 self._buffer.clear()
+                self._scanned = 0
                 self._skipping = True
             return None
-        line = bytes(self._buffer[:end])
+        line = self._buffer[:end]
         del self._buffer[: end + 1]
-        if self._skipping:
-            self._skipping = False
-            raise BadMessage(f"a message longer than {self.max_bytes:,} bytes was dropped")
+        self._scanned = 0
+        if end > self.max_bytes:
+            raise BadMessage(self._too_long())
         return line
 
     def _fill(self, deadline: float | None) -> bool:
-        """Read more bytes; False on timeout."""
-        wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        """Read what the pipe holds; False at the deadline, even while bytes keep coming."""
+        wait_ms = None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait_ms = math.ceil(left * 1000)
         if not self._poller.poll(wait_ms):
             return False
         try:
@@ -99,8 +140,18 @@ class Channel:
         if not chunk:
             self.closed = True
             raise ChannelClosed("end of stream")
+        if self._skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return True
+            self._skipping = False
+            self._buffer += memoryview(chunk)[end + 1 :]
+            raise BadMessage(self._too_long())
         self._buffer += chunk
         return True
+
+    def _too_long(self) -> str:
+        return f"a message longer than the {_mb(self.max_bytes)} cap was dropped"
 
     def close(self) -> None:
         """Close both descriptors; safe to call twice."""
@@ -110,14 +161,37 @@ class Channel:
         self.closed = True
 
 
-def _decode(line: bytes) -> dict[str, Any]:
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
+
+
+def _decode(line: bytes | bytearray) -> dict[str, Any]:
     try:
         message = json.loads(line.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadMessage(f"a line that is not JSON was dropped ({exc})") from exc
+    except Exception as exc:  # RecursionError, MemoryError, ValueError: the line's fault alike
+        raise BadMessage(
+            f"a line that is not JSON was dropped ({type(exc).__name__}: {str(exc)[:100]})"
+        ) from exc
     if not isinstance(message, dict):
-        raise BadMessage(f"a message that is not a JSON object was dropped: {line[:80]!r}")
+        raise BadMessage(f"a message that is not a JSON object was dropped: {bytes(line[:80])!r}")
+    if _deeper_than(message, MAX_DEPTH):
+        raise BadMessage(f"a message nested deeper than {MAX_DEPTH} levels was dropped")
     return message
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether the containers in `value` nest deeper than `limit` (iterative: no recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list | tuple)
+        ]
+        if not level:
+            return False
+    return True
 
 
 # --- calls from the worker ---------------------------------------------------------------
@@ -125,6 +199,7 @@ class Refusal(StrEnum):
     """Why the parent refused a call instead of answering it (a reply's `refused`)."""
 
     BUDGET = "budget"
+    LIMIT = "limit"  # a call over one of the sandbox's limits (too many prompts, too large)
 
 
 def reply_to_call(
@@ -139,6 +214,8 @@ def reply_to_call(
         reply["value"] = bridge.call(fn, args)
     except BudgetExceeded as exc:
         reply.update(refused=Refusal.BUDGET.value, message=str(exc))
+    except CallRefused as exc:
+        reply.update(refused=Refusal.LIMIT.value, message=str(exc))
     except Exception as exc:  # the Bridge should not raise; REPL code goes on if it does
         reply["value"] = f"Error: {fn} failed: {type(exc).__name__}: {exc}"
     return reply
@@ -146,8 +223,11 @@ def reply_to_call(
 
 def raise_refusal(reply: dict[str, Any]) -> None:
     """In the worker: raise what a refused reply stands for into the calling REPL code."""
-    if reply.get("refused") == Refusal.BUDGET.value:
+    refused = reply.get("refused")
+    if refused == Refusal.BUDGET.value:
         raise BudgetExceeded(str(reply.get("message") or "budget exhausted"))
+    if refused == Refusal.LIMIT.value:
+        raise CallRefused(str(reply.get("message") or "the call is over a sandbox limit"))
 
 
 def capped_text(value: Any, cap: int) -> str:

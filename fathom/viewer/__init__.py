@@ -45,9 +45,12 @@ def _cap(value: Any) -> Any:
 
 
 def _script_json(data: Any) -> str:
-    """JSON safe to place inside <script>: no `<`, `>` or `&` can end the element early."""
+    """JSON safe to place inside <script>: no `<`, `>` or `&` can end the element early, and
+    no U+2028/U+2029 line separator (a line break to older JavaScript)."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
 
 
 def load_events(trace_path: str | Path) -> list[dict[str, Any]]:

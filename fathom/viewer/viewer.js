@@ -55,7 +55,7 @@
   // ---------- index the events (one pass) ----------
   var DATA = JSON.parse(document.getElementById("fathom-trace").textContent);
   var events = DATA.events;
-  var runs = {}, runOrder = [], childStart = {}, calls = [], inflight = {};
+  var runs = {}, runOrder = [], childStart = {}, calls = [], inflight = {}, truncated = null;
   function run(id) {
     var r = runs[id];
     if (!r) {
@@ -100,6 +100,8 @@
       case "subrlm_end": if (childStart[e.child_run_id]) childStart[e.child_run_id].end = e; break;
       case "final": r.fin = e; it.fin = e; break;
       case "run_end": r.end = e; break;
+      case "trace_truncated": truncated = e; break;
+      // any other type (from a newer fathom) is counted, not drawn
     }
   }
   // Calls started but not finished: a trace still being written (or a run that was killed).
@@ -414,6 +416,11 @@
     if (!root.end) {
       app.appendChild(el("div", "banner", "This trace is still being written (no run_end yet): " +
         "showing the " + events.length.toLocaleString() + " events recorded so far. Run `fathom view` again to refresh."));
+    }
+    if (truncated) {
+      app.appendChild(el("div", "banner", "The trace reached its size limit (" +
+        (truncated.max_bytes / 1048576).toLocaleString() + " MB, RLM(trace_max_mb=...)) at " +
+        fmtSec(truncated.t) + ": later events were dropped, except the run's end."));
     }
     if (s.query) { app.appendChild(el("h2", null, "Query")); app.appendChild(el("div", "card reasoning", esc(s.query))); }
     app.appendChild(el("h2", null, "Answer"));
