@@ -11,6 +11,8 @@
     ├── SandboxError         the sandbox could not start or talk to its worker
     │   └── IsolationError        strict isolation asked for a layer this host lacks
     ├── BudgetExceeded       raised inside the engine when a limit stops a new call
+    ├── CallRefused          a REPL call over a sandbox limit (batch size, message size);
+    │                        also a ValueError, raised in the REPL code, which can split it
     └── TraceError           a trace file is malformed
 """
 
@@ -59,6 +61,11 @@ class IsolationError(SandboxError):
 
 class BudgetExceeded(FathomError):
     """A budget limit was reached; no new model call may start."""
+
+
+class CallRefused(FathomError, ValueError):
+    """A REPL call over one of the sandbox's limits (too many prompts, too large a message);
+    raised in the REPL code, which can split the call and go on."""
 
 
 class TraceError(FathomError):

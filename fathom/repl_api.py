@@ -17,12 +17,12 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
-from fathom.errors import FathomError
+from fathom.errors import CallRefused
 
-
-class CallRefused(FathomError, ValueError):
-    """A REPL call over one of the sandbox's limits (too many prompts, too large a message);
-    raised in the REPL code, which can split the call and go on."""
+__all__ = [
+    "CallRefused", "FunctionSpec", "Handler", "Param", "ParamKind", "ReplFunction", "ReplHost",
+    "functions", "get", "register", "unregister",
+]
 
 
 class ParamKind(StrEnum):
