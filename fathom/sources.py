@@ -7,11 +7,13 @@
 
 `worker_spec(scratch)` is the small JSON-able description a worker process loads with
 `load_spec(spec)`, decoding each file once from mmap. Files are never copied; an in-memory
-value is written to one file in `scratch`, at most once per source.
+value is written to one file in `scratch`, at most once per source, and counted against a
+SpillQuota when it has one (a run tree's child contexts share one).
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -26,8 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fathom.errors import ContextError
-from fathom.jsonvalue import check_json, clip, json_len, unsupported
+from fathom.jsonvalue import check_json, clip, json_len, unsupported, write_json
 from fathom.textfile import (
+    CHUNK,
     NotUTF8Error,
     TextScan,
     decode_file,
@@ -120,10 +123,49 @@ class Source(ABC):
         remove_files(self._owned)
 
 
-class ValueSource(Source):
-    """A value held in memory; a worker gets it written to one file in its scratch."""
+class SpillQuota:
+    """Bytes of spilled context files that may be on disk at once (thread-safe).
 
-    def __init__(self, value: Value | tuple[Any, ...], label: str | None = None) -> None:
+    A run tree's child contexts share one: the parent writes each before the child's
+    sandbox (and its tmpfs disk quota) exists, on the host's disk.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> None:
+        """Count `size` bytes in, or raise ContextError saying why they do not fit."""
+        with self._lock:
+            if self.held + size <= self.limit_bytes:
+                self.held += size
+                return
+            held = self.held
+        raise ContextError(
+            f"This context takes {_mb(size)} on disk, but the child contexts of one run may "
+            f"take {_mb(self.limit_bytes)} together (the sandbox disk quota) and {_mb(held)} "
+            "are held by children still running: pass a smaller context (a slice, or only the "
+            "part the child needs), or start fewer children at once."
+        )
+
+    def release(self, size: int) -> None:
+        """Give back bytes counted in by `reserve` (the file is gone)."""
+        with self._lock:
+            self.held -= size
+
+
+class ValueSource(Source):
+    """A value held in memory; a worker gets it written to one file in its scratch.
+
+    With a `quota`, the file is counted against it before it is written, and given back
+    when the source closes.
+    """
+
+    def __init__(
+        self, value: Value | tuple[Any, ...], label: str | None = None,
+        quota: SpillQuota | None = None,
+    ) -> None:  # fmt: skip
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, str | list | dict):
@@ -135,6 +177,8 @@ class ValueSource(Source):
         self.kind = _kind_of(value)
         self._spilled: Path | None = None
         self._lock = threading.Lock()
+        self._quota = quota
+        self._reserved = 0  # bytes of the spilled file counted against the quota
 
     def metadata(self) -> ContextMetadata:
         value = self.value
@@ -153,6 +197,11 @@ class ValueSource(Source):
         """Written at most once: again only if the file was deleted or replaced since."""
         with self._lock:
             if self._spilled is None or not _untouched(self._spilled):
+                self._drop_spill()
+                if self._quota is not None:
+                    size = spilled_size(self.value)
+                    self._quota.reserve(size)
+                    self._reserved = size
                 self._spilled = spill(self.value, Path(scratch))
                 self._owned.append(self._spilled)
             spilled = self._spilled
@@ -165,6 +214,46 @@ class ValueSource(Source):
         with self._lock:
             super().close()
             self._spilled = None
+            self._drop_spill()
+
+    def _drop_spill(self) -> None:
+        """Remove the spilled file (if any) and give its bytes back to the quota."""
+        if self._spilled is not None:
+            self._spilled.unlink(missing_ok=True)
+            self._spilled = None
+        if self._quota is not None and self._reserved:
+            self._quota.release(self._reserved)
+            self._reserved = 0
+
+
+class _ByteCounter(io.RawIOBase):
+    """A sink that only counts the bytes written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def spilled_size(value: Value) -> int:
+    """The bytes `spill` writes for `value`, counted without writing them."""
+    if isinstance(value, str) and value.isascii():  # O(1): CPython knows
+        return len(value)
+    counter = _ByteCounter()
+    out = io.TextIOWrapper(io.BufferedWriter(counter), encoding="utf-8", errors="surrogatepass",
+                           newline="")  # fmt: skip
+    if isinstance(value, str):
+        for start in range(0, len(value), CHUNK):
+            out.write(value[start : start + CHUNK])
+    else:
+        write_json(value, out)
+    out.flush()
+    return counter.size
 
 
 class TextFileSource(Source):
@@ -266,6 +355,10 @@ def load_spec(spec: dict[str, Any]) -> Value:
     value = json.loads(text)
     del text  # the parsed value is what stays; let the JSON text go before the REPL starts
     return value
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
 
 
 def _kind_of(value: Value) -> ContextKind:

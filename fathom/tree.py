@@ -10,6 +10,7 @@ depend on the engine.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from fathom.context import Context
 from fathom.lm.router import ModelRouter
 from fathom.result import Result
 from fathom.sandbox import SandboxFactory, SandboxOptions
+from fathom.sandbox.isolation.layers import DISK_QUOTA_MB
+from fathom.sources import SpillQuota, ValueSource
 from fathom.trace import Clock, Event, SubRLMEnd, SubRLMStart
 
 
@@ -87,6 +90,8 @@ class RunTree:
         self._child_slots: dict[int, asyncio.Semaphore] = {}
         # Sub-call and child-run tasks, so a cancelled run can cancel its whole tree.
         self.tasks: set[asyncio.Task[Any]] = set()
+        # The files of children's in-memory contexts, on the host disk while they run.
+        self.child_contexts = SpillQuota(DISK_QUOTA_MB * 2**20)
 
     async def run(self, query: str, context: Context) -> Result:
         """The root run."""
@@ -97,7 +102,7 @@ class RunTree:
     ) -> Result:
         """rlm_query: a child run at the next depth; its context defaults to the prompt."""
         child = RunHandle(prompt, depth=parent.depth + 1, parent=parent)
-        child_context = Context.from_value(prompt if context is None else context)
+        child_context = self._child_context(prompt if context is None else context)
         try:
             async with self._slots(child.depth):
                 self.event(
@@ -117,6 +122,12 @@ class RunTree:
             stop_reason=result.stop_reason, error=result.error,
         )
         return result
+
+    def _child_context(self, value: Any) -> Context:
+        """A child's context; a value's file counts against the tree's quota for them."""
+        if isinstance(value, Context | os.PathLike):
+            return Context.from_value(value)
+        return Context(ValueSource(value, quota=self.child_contexts))
 
     def _slots(self, depth: int) -> asyncio.Semaphore:
         if depth not in self._child_slots:

@@ -40,6 +40,7 @@ if isinstance(_libc, ctypes.CDLL):
     _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 
@@ -135,6 +136,25 @@ def unshare(flags: int) -> None:
 def setns(fd: int, nstype: int) -> None:
     """Join the namespace behind `fd` (an open /proc/<pid>/ns/* file)."""
     _check(_libc.setns(fd, nstype), "setns")
+
+
+def limit_ipc(shm_bytes: int, message_queues: int, host_ipcns: int) -> None:
+    """In a fresh IPC namespace, cap its SysV shared memory at `shm_bytes` in all and its
+    message queues at `message_queues` (these sysctls belong to the namespace).
+
+    A segment outlives the process that made it and is not counted by RLIMIT_AS once
+    detached: without this, the namespace could hold any amount of memory until it dies.
+    Refuses (EPERM) while still in the host's IPC namespace `host_ipcns`.
+    """
+    if namespace_id("ipc") == host_ipcns:
+        raise OSError(1, "refusing to change the host's IPC limits")
+    pages = max(shm_bytes // os.sysconf("SC_PAGE_SIZE"), 1)
+    for name, value in (("shmmax", shm_bytes), ("shmall", pages), ("msgmni", message_queues)):
+        fd = os.open(f"/proc/sys/kernel/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
 
 
 def map_own_ids(uid: int, gid: int) -> None:
@@ -321,7 +341,7 @@ def install_syscall_filter() -> None:
 
 
 def namespace_id(kind: str) -> int:
-    """Inode of this process's namespace of `kind` ("net", "mnt", "user")."""
+    """Inode of this process's namespace of `kind` ("net", "mnt", "ipc", "user")."""
     return os.stat(f"/proc/self/ns/{kind}").st_ino
 
 

@@ -1,10 +1,11 @@
 """The default sandbox: REPL code runs in a worker process that may crash, hang or be hostile.
 
 The parent enforces every limit: a per-block timeout (SIGINT first, SIGKILL when
-the block does not stop), the memory limit (RLIMIT_AS via the isolation plan), the
-output cap, and validation of every channel message. When the worker dies it is
-restarted, reloads the context and restores the variables its last snapshot
-held; the ExecResult's notice says what happened and which variables were lost.
+the block does not stop), the memory limit (a memory cgroup and RLIMIT_AS via the
+isolation plan), the output cap, and validation of every channel message. When the
+worker dies it is restarted, reloads the context and restores the variables its last
+snapshot held, within the block's time; the ExecResult's notice says what happened and
+which variables were lost.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from fathom.sandbox.process import (
     describe_exit,
     split_fatal,
 )
-from fathom.sandbox.worker import SNAPSHOT_NAME
+from fathom.sandbox.worker import Restore
 
 
 class _Dead(Exception):
@@ -101,6 +102,14 @@ class _State:
 
 
 _MAX_NOTES = 5
+# The address space a worker needs besides its context: ~170 MB at its peak while starting,
+# and 8 MB per thread (stacks are reserved whole, used or not).
+_ADDRESS_SPACE_MB = 256
+# A restart rebuilds variables in what is left of the block's time plus this grace; the
+# parent waits that long plus a worker start (twice the first one's, plus the slack), then
+# starts one without them.
+_RESTORE_GRACE = 1.0
+_START_SLACK = 2.0
 
 
 class SubprocessSandbox:
@@ -128,6 +137,7 @@ class SubprocessSandbox:
         self._lock = threading.Lock()
         self._ids = 0
         self._notes: list[str] = []
+        self._start_seconds = 0.0  # what the first start took: a restart needs as much
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, context: Context, bridge: Bridge) -> None:
@@ -144,7 +154,8 @@ class SubprocessSandbox:
             self.options.isolation,
             scratch=scratch,
             readable=_readable_paths(spec),
-            memory_mb=_memory_for(self.options.memory_mb, spec),
+            memory_mb=self.options.memory_mb,
+            address_space_mb=_address_space_for(self.options.memory_mb, spec),
         )
         self._init = {
             "op": "init",
@@ -153,14 +164,25 @@ class SubprocessSandbox:
             "isolation": plan.worker_spec,
             "functions": [spec.to_dict() for spec in bridge.functions()],
         }
-        ready = self._spawn(restore=False)
+        began = time.monotonic()
+        ready = self._spawn(Restore.NONE)
+        self._start_seconds = time.monotonic() - began
         layers = ready.get("layers")
         if isinstance(layers, dict):  # from the worker: capped like any message it sends
             found = {str(k)[:100]: str(v)[:300] for k, v in list(layers.items())[:50]}
             self._layers = layers_from_text(found)
 
-    def _spawn(self, *, restore: bool) -> dict[str, Any]:
-        """Start a worker and wait for its `ready`; SandboxError if it cannot start."""
+    def _spawn(self, restore: Restore, restore_seconds: float = 0.0) -> dict[str, Any]:
+        """Start a worker and wait for its `ready`; SandboxError if it cannot start.
+
+        Restoring variables gets `restore_seconds` in the worker, and the wait only that
+        much more than a start (a rebuild the worker cannot interrupt is cut off there).
+        """
+        if restore is Restore.VARIABLES:
+            start = 2 * self._start_seconds + _START_SLACK
+            deadline = time.monotonic() + restore_seconds + start
+        else:
+            deadline = time.monotonic() + self.start_timeout
         plan, scratch = self._state.plan, self._state.scratch
         assert plan is not None and scratch is not None
         to_worker_r, to_worker_w = os.pipe()
@@ -193,21 +215,39 @@ class SubprocessSandbox:
         try:
             # Asked again at each start: REPL code may have deleted a spilled context file.
             spec = _context_spec(self._context, scratch)
-            process.channel.send({**self._init, "context": spec, "restore": restore})
-            ready = self._wait_for(process, "ready", None, time.monotonic() + self.start_timeout)
+            init = {**self._init, "context": spec, "restore": restore.value}
+            if restore is Restore.VARIABLES:
+                init["restore_seconds"] = restore_seconds
+            process.channel.send(init)
+            ready = self._wait_for(process, "ready", None, deadline)
+            died = False
         except (_Dead, ChannelClosed):
-            ready = None
+            ready, died = None, True
         if ready is None or ready.get("op") != "ready":
             code = self._state.stop_worker()  # also collects the last raw output (a traceback)
             detail = (ready or {}).get("error") or "".join(process.tail)[-CRASH_TAIL:]
             if (ready or {}).get("kind") == "IsolationError":
                 raise IsolationError(str(detail))
-            raise SandboxError(
-                f"The sandbox worker did not start (exit code {code}): {str(detail).strip()}\n"
-                "Try sandbox='inprocess' to run without a worker, or check the isolation "
-                "layers with `fathom doctor`."
-            )
+            ending = "died" if died else "hung" if ready is None else "failed"
+            raise SandboxError(self._start_failure(ending, code, str(detail).strip(), spec))
         return ready
+
+    def _start_failure(self, ending: str, code: int | None, detail: str, spec: Any) -> str:
+        """Why a worker did not start ("died", "hung" or "failed": said so), what to do."""
+        if ending == "hung":
+            what = "did not start in time (it was stopped)"
+        elif ending == "died" and code == -signal.SIGKILL and self.options.memory_mb:
+            # Nothing of ours kills a starting worker that has not timed out: the cgroup did.
+            size = spec.get("bytes") if isinstance(spec, dict) else None
+            context = f" ({size / 2**20:,.0f} MB)" if isinstance(size, int) else ""
+            return (f"The sandbox worker was killed while loading the context{context}, most "
+                    f"likely by its memory limit: loading it needs more than memory_mb="
+                    f"{self.options.memory_mb} MB. Raise memory_mb (RLM(memory_mb=...)), or "
+                    "pass a smaller context.")
+        else:
+            what = f"did not start (exit code {code})"
+        return (f"The sandbox worker {what}: {detail}\nTry sandbox='inprocess' to run without "
+                "a worker, or check the isolation layers with `fathom doctor`.")
 
     def close(self) -> None:
         """Kill the worker and remove the scratch directory; safe to call twice."""
@@ -222,21 +262,26 @@ class SubprocessSandbox:
             self._notes = []
             if process.popen.poll() is None:
                 return self._run(process, code, limit)
-            # Died between blocks (say, a thread the last block started): restart, then run.
-            before = self._recover(process, time.monotonic(), limit, Recovery.DIED_IDLE)
+            # Died between blocks (say, a thread the last block started): restart, then run
+            # in what is left of the block's time.
+            started = time.monotonic()
+            before = self._recover(process, started, limit, Recovery.DIED_IDLE)
             self._notes = []
-            result = self._run(self._require(), code, limit)
+            result = self._run(self._require(), code, limit, started)
             return dataclasses.replace(
                 result,
                 stdout=before.stdout + result.stdout,
                 notice=" ".join(n for n in (before.notice, result.notice) if n),
             )
 
-    def _run(self, process: WorkerProcess, code: str, limit: float) -> ExecResult:
-        """Send one block and serve its calls until it is done, interrupted or killed."""
+    def _run(
+        self, process: WorkerProcess, code: str, limit: float, started: float | None = None
+    ) -> ExecResult:
+        """Send one block and serve its calls until it is done, interrupted or killed; its
+        time runs from `started` (now by default)."""
         self._ids += 1
         exec_id = self._ids
-        started = time.monotonic()
+        started = time.monotonic() if started is None else started
         interrupted_at: float | None = None
         try:
             process.channel.send({"op": "exec", "id": exec_id, "code": code, "timeout": limit})
@@ -338,11 +383,12 @@ class SubprocessSandbox:
         what, error = _explain(why, limit, describe_exit(code))
         if fatal and error is not None:
             error += f"\n{fatal}"
-        restored, lost = self._restart()
+        seconds = max(started + limit - time.monotonic(), 0.0) + _RESTORE_GRACE
+        restored, lost, why_lost = self._restart(seconds)
         notice = (
             f"The block {what}. The worker was restarted and the context reloaded; "
             f"variables restored: {', '.join(restored) or 'none'}; "
-            f"lost: {', '.join(lost) or 'none'}."
+            f"lost: {', '.join(lost) or 'none'}{why_lost}."
         )
         if why is not Recovery.DIED_IDLE:
             notice += " Anything assigned by the failed block is lost."
@@ -353,18 +399,21 @@ class SubprocessSandbox:
             notice=" ".join([notice, *self._notes]),
         )
 
-    def _restart(self) -> tuple[list[str], list[str]]:
-        """A new worker holding what its predecessor saved: the (restored, lost) names."""
+    def _restart(self, seconds: float) -> tuple[list[str], list[str], str]:
+        """A new worker holding what its predecessor saved, rebuilt within `seconds`: the
+        names restored and lost, and why some were lost (text for the notice)."""
         try:
-            ready = self._spawn(restore=True)
+            ready = self._spawn(Restore.VARIABLES, seconds)
+        except IsolationError:
+            raise
         except SandboxError:
-            # Restoring itself killed the new worker (a hostile or broken snapshot): start
-            # clean rather than not at all.
-            assert self._state.scratch is not None
-            (self._state.scratch / SNAPSHOT_NAME).unlink(missing_ok=True)
-            self._spawn(restore=False)
-            return [], ["(all variables: restoring them failed)"]
-        return names_from(ready.get("restored")), names_from(ready.get("lost"))
+            # Restoring outlasted the deadline or killed the new worker (a hostile or broken
+            # snapshot): start one that only names what the snapshot held, and drops it.
+            lost = names_from(self._spawn(Restore.NAMES).get("lost"))
+            return [], lost or ["(all variables)"], " (restoring them failed or took too long)"
+        slow = names_from(ready.get("slow"))
+        why = f" ({', '.join(slow)} took too long to restore)" if slow else ""
+        return names_from(ready.get("restored")), names_from(ready.get("lost")), why
 
     # --- inspection ---------------------------------------------------------------------
     def isolation(self) -> dict[str, str]:
@@ -404,12 +453,14 @@ def _explain(why: Recovery, limit: float, ending: str) -> tuple[str, str | None]
     return f"crashed the worker ({ending})", f"SandboxError: the worker died ({ending})"
 
 
-def _memory_for(memory_mb: int | None, spec: dict[str, Any]) -> int | None:
-    """The address-space limit: room for decoding a big context (~3 bytes a byte) on top."""
+def _address_space_for(memory_mb: int | None, spec: dict[str, Any]) -> int | None:
+    """Each worker process's address-space limit: the worker's own, and room for decoding
+    the context (~3 bytes a byte). The plan warns when that passes memory_mb with no memory
+    cgroup to hold the sandbox to memory_mb."""
     size = spec.get("bytes")
     if not memory_mb or not isinstance(size, int):
         return memory_mb
-    return max(memory_mb, 3 * size // 2**20 + 1024)
+    return max(memory_mb, 3 * size // 2**20 + _ADDRESS_SPACE_MB)
 
 
 def _context_spec(context: Context | None, scratch: Path) -> dict[str, Any]:

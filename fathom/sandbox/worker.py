@@ -12,6 +12,8 @@ so the snapshot costs no latency); the parent never reads that file.
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import faulthandler
 import io
 import itertools
@@ -21,7 +23,9 @@ import queue
 import signal
 import sys
 import threading
+import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,16 @@ from fathom.sandbox.isolation import layers_to_text, worker_side
 from fathom.sandbox.repl import REPL_MODULE, Repl
 
 SNAPSHOT_NAME = ".fathom-snapshot.pkl"
+
+
+class Restore(enum.Enum):
+    """What a new worker does with its predecessor's snapshot (the `restore` of `init`)."""
+
+    NONE = "none"  # nothing: a first start
+    VARIABLES = "variables"  # rebuild them within `restore_seconds`
+    NAMES = "names"  # only name them, as lost, and delete the snapshot (it hung or crashed)
+
+
 # Variables are saved after every block; past this many bytes the rest is not saved (it
 # would be lost in a crash), so huge states do not cost seconds per block.
 SNAPSHOT_MAX_BYTES = 128 * 1024 * 1024
@@ -200,39 +214,112 @@ class Worker:
             for path in (tmp, self.snapshot_path):
                 path.unlink(missing_ok=True)
 
-    def restore(self) -> tuple[list[str], list[str]]:
-        """Rebuild the saved variables; returns (restored, lost) names."""
-        if not self.snapshot_path.exists():
-            return [], []
+    def recover(self, init: dict[str, Any]) -> dict[str, list[str]]:
+        """What the parent asked for at start (Restore): the names restored, lost, too slow."""
+        how = init.get("restore")
+        if how == Restore.VARIABLES.value:
+            seconds = init.get("restore_seconds")
+            by = time.monotonic() + seconds if isinstance(seconds, int | float) else None
+            return self.restore(by)
+        if how == Restore.NAMES.value:
+            lost = sorted(self._saved_entries() or {})
+            self.snapshot_path.unlink(missing_ok=True)  # a snapshot that hung or crashed us
+            return {"restored": [], "lost": lost, "slow": []}
+        return {"restored": [], "lost": [], "slow": []}
+
+    def restore(self, by: float | None = None) -> dict[str, list[str]]:
+        """Rebuild the saved variables, each within its share of the time left until `by`
+        (time.monotonic()); one that takes longer is dropped and listed as slow."""
+        entries = self._saved_entries()
+        if entries is None:
+            return {"restored": [], "lost": [], "slow": []}
+        return self._rebuild(entries, by)
+
+    def _saved_entries(self) -> dict[str, tuple[str, Any]] | None:
+        """The snapshot's entries, read without running any of its code (None: no snapshot)."""
         try:
             with open(self.snapshot_path, "rb") as handle:
-                entries: dict[str, tuple[str, Any]] = pickle.load(handle)
-            return self._rebuild(entries)
+                entries = _EntriesUnpickler(handle).load()
+        except FileNotFoundError:
+            return None
         except Exception:  # a corrupt (or tampered) snapshot: start clean
-            return [], []
+            return None
+        return entries if isinstance(entries, dict) else None
 
-    def _rebuild(self, entries: dict[str, tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    def _rebuild(
+        self, entries: dict[str, tuple[str, Any]], by: float | None
+    ) -> dict[str, list[str]]:
         ns = self.repl.namespace
-        restored: list[str] = []
-        lost: list[str] = []
+        found: dict[str, list[str]] = {"restored": [], "lost": [], "slow": []}
         order = {"context": 0, "module": 1, "source": 2, "pickle": 3, "lost": 4}
-        for name, (kind, data) in sorted(entries.items(), key=lambda e: order.get(e[1][0], 9)):
+        ordered = sorted(entries.items(), key=lambda e: order.get(_kind(e[1]), 9))
+        for left, (name, entry) in zip(range(len(ordered), 0, -1), ordered, strict=True):
+            kind, data = entry if isinstance(entry, tuple) and len(entry) == 2 else ("lost", None)
+            share = None if by is None else (by - time.monotonic()) / left
             try:
-                if kind == "context":
-                    ns[name] = self.repl.context
-                elif kind == "module":
-                    ns[name] = __import__(data, fromlist=["_"])
-                elif kind == "source":
-                    self.repl.define(data)
-                elif kind == "pickle":
-                    ns[name] = pickle.loads(data)
-                else:
-                    lost.append(name)
-                    continue
-                restored.append(name)
+                if share is not None and share <= 0:
+                    raise _TooSlow
+                with _time_limit(share):
+                    if kind == "context":
+                        ns[name] = self.repl.context
+                    elif kind == "module":
+                        ns[name] = __import__(data, fromlist=["_"])
+                    elif kind == "source":
+                        self.repl.define(data)
+                    elif kind == "pickle":
+                        ns[name] = pickle.loads(data)
+                    else:
+                        found["lost"].append(name)
+                        continue
+                found["restored"].append(name)
+            except _TooSlow:
+                ns.pop(name, None)
+                found["lost"].append(name)
+                found["slow"].append(name)
             except Exception:  # what fails to rebuild is lost
-                lost.append(name)
-        return sorted(restored), sorted(lost)
+                found["lost"].append(name)
+        return {key: sorted(names) for key, names in found.items()}
+
+
+class _TooSlow(BaseException):
+    """A variable took longer to rebuild than its share of the restore time.
+
+    A BaseException, so the `except Exception` of code run while unpickling lets it pass.
+    """
+
+
+def _on_alarm(signum: int, frame: types.FrameType | None) -> None:
+    raise _TooSlow
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise _TooSlow in this (the main) thread after `seconds` (None: no limit).
+
+    Code that catches BaseException or sits in C can outlast it; the parent kills a worker
+    that is not ready by its deadline, and the next one starts without the snapshot.
+    """
+    if seconds is None:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))  # 0 would mean no timer
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _EntriesUnpickler(pickle.Unpickler):
+    """Loads a snapshot's outer dict (names, kinds, pickled bytes), refusing any code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"a snapshot's index holds no objects ({module}.{name})")
+
+
+def _kind(entry: Any) -> str:
+    return entry[0] if isinstance(entry, tuple) and entry and isinstance(entry[0], str) else ""
 
 
 class _TooLarge(Exception):
@@ -302,11 +389,9 @@ def main(argv: list[str]) -> int:
         channel.send({"op": "failed", "kind": kind, "error": f"{kind}: {exc}"})
         return 1
     signal.signal(signal.SIGINT, worker.on_sigint)
-    restored, lost = worker.restore() if init.get("restore") else ([], [])
+    recovered = worker.recover(init)  # before the reader thread: SIGALRM must find this one
     threading.Thread(target=worker.read_forever, name="fathom-channel", daemon=True).start()
-    channel.send(
-        {"op": "ready", "pid": os.getpid(), "restored": restored, "lost": lost, "layers": layers}
-    )
+    channel.send({"op": "ready", "pid": os.getpid(), **recovered, "layers": layers})
     worker.serve()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from fathom.context import Context
 from fathom.errors import ContextError, SandboxError
 from fathom.sandbox import SandboxOptions, create
+from fathom.sandbox.isolation.cgroup import WorkerCgroups, probe_cgroups
 from fathom.sandbox.subprocess import SubprocessSandbox
 
 CONTEXT = "The quick brown fox. " * 100
@@ -271,7 +273,7 @@ def test_a_snapshot_that_kills_its_loader_gives_a_clean_worker(start):
         "os._exit(1)"
     )
     assert restarted(result)
-    assert result.notice is not None and "restoring them failed" in result.notice
+    assert result.notice is not None and "lost: x (restoring them failed" in result.notice
     assert box.execute("1 + 1").stdout == "2\n"
 
 
@@ -394,7 +396,7 @@ from fathom.sandbox.subprocess import SubprocessSandbox
 box = SubprocessSandbox()
 ctx = Context.from_value("x")
 box.start(ctx, FakeBridge())
-print(box.pid, box.scratch, flush=True)
+print(box.pid, box.scratch, os.getpid(), flush=True)
 if sys.argv[1] == "crash":
     os._exit(0)
 """
@@ -407,7 +409,7 @@ def test_worker_does_not_outlive_its_parent(how, tmp_path):
     done = subprocess.run(
         [sys.executable, str(script), how], capture_output=True, text=True, timeout=60
     )
-    pid_text, scratch = done.stdout.split()
+    pid_text, scratch, parent = done.stdout.split()
     pid = int(pid_text)
     deadline = time.monotonic() + 5
     while not _gone(pid) and time.monotonic() < deadline:
@@ -416,3 +418,8 @@ def test_worker_does_not_outlive_its_parent(how, tmp_path):
     if how == "exit":  # a normal exit also removes the scratch directory
         assert not Path(scratch).exists()
     shutil.rmtree(scratch, ignore_errors=True)  # a crashed parent leaves it behind
+    # And its worker's memory cgroup, which the next plan made on this host removes.
+    host = probe_cgroups()
+    if host.available:
+        WorkerCgroups(host, 2**20).close()
+        assert not [n for n in os.listdir(host.parent) if n.startswith(f"fathom-{parent}-")]

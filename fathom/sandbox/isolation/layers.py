@@ -11,16 +11,22 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# A sandbox's disk quota (its scratch tmpfs), and what the files of a run tree's child
+# contexts may take on the host disk together.
+DISK_QUOTA_MB = 1024
+
 # Every layer a plan lists, in the order `fathom doctor` shows them.
 LAYERS = (
     "environment",
     "memory_limit",
+    "memory_cgroup",
     "cpu_limit",
     "open_files_limit",
     "file_size_limit",
     "disk_quota",
     "process_limit",
     "network",
+    "ipc",
     "read_access",
     "write_access",
     "privileges",

@@ -11,6 +11,7 @@ import platform
 import pwd
 import resource
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import Any
 
 from fathom.errors import ConfigError, IsolationError
 from fathom.sandbox import ISOLATION_LEVELS, IsolationLevel, linux, view
+from fathom.sandbox.isolation.cgroup import CgroupHost, WorkerCgroups, probe_cgroups
 from fathom.sandbox.isolation.host import Host, probe_host
 from fathom.sandbox.isolation.layers import (
+    DISK_QUOTA_MB,
     LAYERS,
     Layer,
     LayerStatus,
@@ -34,9 +37,15 @@ _SECCOMP = "seccomp: no sockets, ptrace, namespaces, mounts, bpf, io_uring"
 _UID_BASE = 0x60000000  # far above login uids and the usual subuid ranges
 _MIB = 1024 * 1024
 _LANDLOCK_FIX = "use Linux >= 5.13 with Landlock enabled (boot with lsm=...,landlock)"
+_NAMESPACES_FIX = ("run as root, or enable unprivileged user namespaces "
+                   "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)")
+_MESSAGE_QUEUES = 64  # SysV message queues in a worker's IPC namespace (16 KB each by default)
 _FIXES = {
-    "network": "run as root, or enable unprivileged user namespaces "
-    "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0)",
+    "network": _NAMESPACES_FIX,
+    "ipc": _NAMESPACES_FIX,
+    "memory_cgroup": "run as root where /sys/fs/cgroup is writable: cgroup v2 with the memory "
+    "controller enabled in the cgroup.subtree_control of fathom's cgroup, or the cgroup v1 "
+    "memory hierarchy (in a container: a private cgroup namespace, mounted read-write)",
     "read_access": _LANDLOCK_FIX,
     "write_access": _LANDLOCK_FIX,
     "privileges": "install Python where other users can read it (not under a 0700 home), "
@@ -71,6 +80,8 @@ def scrubbed_env(scratch: Path) -> dict[str, str]:
     env["HOME"] = str(scratch)
     env["TMPDIR"] = str(scratch)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # glibc reserves 128 MB of address space per thread arena; RLIMIT_AS counts it.
+    env["MALLOC_ARENA_MAX"] = "2"
     # The worker imports fathom from wherever this process found it.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     return env
@@ -111,6 +122,8 @@ class _Draft:
     masks: list[tuple[str, list[str]]] = field(default_factory=list)
     uid: int | None = None  # a dedicated sandbox uid (root only)
     quota: view.ScratchQuota | None = None
+    cgroups: WorkerCgroups | None = None
+    ipc_limits: tuple[int, int, int] | None = None  # linux.limit_ipc's arguments
 
     def add(self, layer: Layer) -> None:
         self.layers[layer.name] = layer
@@ -122,17 +135,20 @@ class _Draft:
     def plan(self) -> IsolationPlan:
         spec = {"level": self.level, "scratch": str(self.scratch), **self.spec,
                 "layers": layers_to_text(self.layers)}  # fmt: skip
-        uid, quota, scratch = self.uid, self.quota, self.scratch
+        uid, quota, cgroups, scratch = self.uid, self.quota, self.cgroups, self.scratch
 
         def cleanup() -> None:
             if uid is not None:
                 linux.kill_uid(uid)
+            if cgroups is not None:
+                cgroups.remove()  # and whatever still runs in them (setsid'd, or uid 0)
             if quota is not None and not scratch.exists():
                 quota.close()  # the sandbox is gone (its owner never called plan.close())
 
         preexec = make_preexec(
             spec, limits=self.limits, flags=self.flags, masks=self.masks,
-            strict=self.level == "strict", quota=quota,
+            strict=self.level == "strict", quota=quota, cgroups=cgroups,
+            ipc_limits=self.ipc_limits,
         )  # fmt: skip
         return IsolationPlan(
             level=self.level,
@@ -141,8 +157,15 @@ class _Draft:
             worker_spec=spec,
             layers=dict(self.layers),
             cleanup=cleanup,
-            close=quota.close if quota is not None else _nothing,
+            close=self.close,
         )
+
+    def close(self) -> None:
+        """Free the scratch tmpfs and the memory cgroups (no worker starts again)."""
+        if self.quota is not None:
+            self.quota.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
 def prepare(
@@ -151,15 +174,19 @@ def prepare(
     scratch: Path,
     readable: list[Path],
     memory_mb: int | None,
+    address_space_mb: int | None = None,
     cpu_seconds: int = 3600,
     file_mb: int = 1024,
-    disk_mb: int = 1024,
+    disk_mb: int = DISK_QUOTA_MB,
     open_files: int = 1024,
     processes: int = 128,
 ) -> IsolationPlan:
     """Decide the layers for one worker at `level` ("strict", "standard", "off").
 
     `strict` raises IsolationError naming what to install or enable when a layer is missing.
+    `memory_mb` caps the memory of the worker and every process it starts together (a
+    cgroup, where the host allows one) and the address space of each (RLIMIT_AS; or
+    `address_space_mb`, which a worker may need more of: thread stacks are reserved whole).
     `disk_mb` caps everything the worker writes in scratch together (file_mb: one file).
     """
     if level not in ISOLATION_LEVELS:
@@ -167,23 +194,27 @@ def prepare(
         raise ConfigError(f"Unknown isolation level {level!r}: use one of {levels}.")
     draft = _Draft(level, Path(scratch).resolve(), [os.path.realpath(p) for p in readable])
     draft.add(Layer.active("environment"))
+    space = max(memory_mb or 0, address_space_mb or 0)
     if memory_mb:
-        memory = Layer.active("memory_limit", f"{memory_mb} MB of address space")
-        draft.limit(resource.RLIMIT_AS, memory_mb * _MIB, memory)
+        memory = Layer.active("memory_limit", f"{space} MB of address space")
+        draft.limit(resource.RLIMIT_AS, space * _MIB, memory)
     if level != "off":
         host = probe_host()
         _limit_resources(draft, cpu_seconds=cpu_seconds, open_files=open_files, file_mb=file_mb)
+        _limit_memory(draft, probe_cgroups(), memory_mb)
         _choose_identity(draft, host, processes)
         _cut_network(draft, host)
+        _separate_ipc(draft, host, memory_mb)
         _limit_disk(draft, host, disk_mb)
         _restrict_files(draft, host)
     if level == "strict":
         try:
             _require_all(draft.layers)
         except IsolationError:
-            if draft.quota is not None:
-                draft.quota.close()
+            draft.close()
             raise
+    if memory_mb:
+        _warn_per_process_only(draft.layers["memory_cgroup"], memory_mb, space)
     return draft.plan()
 
 
@@ -194,6 +225,36 @@ def _limit_resources(draft: _Draft, *, cpu_seconds: int, open_files: int, file_m
     draft.limit(resource.RLIMIT_NOFILE, open_files, files)
     size = Layer.active("file_size_limit", f"{file_mb} MB per file")
     draft.limit(resource.RLIMIT_FSIZE, file_mb * _MIB, size)
+
+
+def _limit_memory(draft: _Draft, cgroups: CgroupHost, memory_mb: int | None) -> None:
+    """A memory cgroup per worker, so its processes share `memory_mb` (no swap)."""
+    if not memory_mb:
+        return
+    if not cgroups.available:
+        draft.add(Layer.unavailable("memory_cgroup", cgroups.missing))
+        return
+    draft.cgroups = WorkerCgroups(cgroups, memory_mb * _MIB)
+    draft.spec["memory_cgroup"] = draft.cgroups.prefix
+    draft.spec["cgroup_version"] = cgroups.version
+    how = f"cgroup v{cgroups.version}: {memory_mb} MB for the worker and its processes together"
+    draft.add(Layer.active("memory_cgroup", how + ", no swap"))
+
+
+def _warn_per_process_only(cgroup: Layer, memory_mb: int, space: int) -> None:
+    """Say so when memory_mb cannot hold as asked: per process only, or raised."""
+    if cgroup.is_active:
+        return  # the cgroup holds memory_mb; the address space is only a per-process guard
+    parts = []
+    if cgroup.status is LayerStatus.UNAVAILABLE:
+        parts.append(f"no memory cgroup on this host ({cgroup.detail}), so memory_mb="
+                     f"{memory_mb} limits each process of the sandbox, not all together")
+    if space > memory_mb:
+        parts.append(f"each process may use {space} MB of address space, not the "
+                     f"{memory_mb} MB asked: a worker needs that much to start and load "
+                     "its context")
+    if parts:
+        warnings.warn("fathom sandbox: " + "; ".join(parts) + ".", RuntimeWarning, stacklevel=3)
 
 
 def _choose_identity(draft: _Draft, host: Host, processes: int) -> None:
@@ -257,6 +318,21 @@ def _cut_network(draft: _Draft, host: Host) -> None:
     else:
         why = f"no seccomp filter for {platform.system()} on {platform.machine()}"
         draft.add(Layer.unavailable("syscall_filter", why))
+
+
+def _separate_ipc(draft: _Draft, host: Host, memory_mb: int | None) -> None:
+    """An IPC namespace: no host shared memory or queues, and the worker's die with it."""
+    if not host.namespaces:
+        why = "an IPC namespace needs root or user namespaces"
+        draft.add(Layer.unavailable("ipc", why))
+        return
+    draft.flags |= linux.CLONE_NEWIPC
+    draft.spec["parent_ipcns"] = host_ipcns = linux.namespace_id("ipc")
+    if not memory_mb:
+        draft.add(Layer.active("ipc", "own IPC namespace"))
+        return
+    draft.ipc_limits = (memory_mb * _MIB, _MESSAGE_QUEUES, host_ipcns)
+    draft.add(Layer.active("ipc", f"own IPC namespace, SysV shared memory <= {memory_mb} MB"))
 
 
 def _limit_disk(draft: _Draft, host: Host, disk_mb: int) -> None:

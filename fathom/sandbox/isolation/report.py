@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from fathom.errors import IsolationError
@@ -25,7 +26,9 @@ def report(level: IsolationLevel = "standard") -> dict[str, Layer]:
     """The layers a worker at `level` really gets on this host (starts a probe worker)."""
     with tempfile.TemporaryDirectory(prefix="fathom-doctor-") as tmp:
         try:
-            plan = prepare(level, scratch=Path(tmp), readable=[], memory_mb=4096)
+            with warnings.catch_warnings():  # what a warning would say, the layers show
+                warnings.simplefilter("ignore", RuntimeWarning)
+                plan = prepare(level, scratch=Path(tmp), readable=[], memory_mb=4096)
         except IsolationError as exc:
             return {"level": Layer.unavailable("level", str(exc))}
         try:

@@ -13,6 +13,7 @@ from typing import Any
 
 from fathom.errors import IsolationError
 from fathom.sandbox import linux
+from fathom.sandbox.isolation import cgroup
 from fathom.sandbox.isolation.layers import Layer, layers_from_text, network_layer
 
 _MIB = 1024 * 1024
@@ -43,6 +44,9 @@ def enter(spec: dict[str, Any]) -> dict[str, Layer]:
     netns = "parent_netns" in spec and linux.namespace_id("net") != spec["parent_netns"]
     if "parent_netns" in spec and not netns:
         found.failed.append("network: could not create a network namespace")
+    if "parent_ipcns" in spec and linux.namespace_id("ipc") == spec["parent_ipcns"]:
+        found.lost("ipc", "could not create an IPC namespace")
+    _check_memory_cgroup(spec, found)
     _switch_user(spec, found)
     os.chdir(spec["scratch"])
     _check_disk_quota(spec, found)
@@ -86,6 +90,13 @@ def _switch_user(spec: dict[str, Any], found: _InForce) -> None:
         linux.kill_other_processes()
     elif drop:
         linux.drop_capabilities()
+
+
+def _check_memory_cgroup(spec: dict[str, Any], found: _InForce) -> None:
+    prefix = spec.get("memory_cgroup")
+    if prefix and not cgroup.member_of(prefix, spec.get("cgroup_version", 2)):
+        found.lost("memory_cgroup", "the worker could not join its memory cgroup; memory_mb "
+                   "limits each process alone")  # fmt: skip
 
 
 def _check_disk_quota(spec: dict[str, Any], found: _InForce) -> None:
