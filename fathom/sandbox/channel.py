@@ -54,10 +54,20 @@ class Channel:
     line that never ends keeps arriving.
     """
 
-    def __init__(self, read_fd: int, write_fd: int, *, max_bytes: int = MAX_MESSAGE_BYTES):
+    def __init__(
+        self, read_fd: int, write_fd: int, *, max_bytes: int = MAX_MESSAGE_BYTES,
+        stall_timeout: float | None = None,
+    ):
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.max_bytes = max_bytes
+        # With a stall timeout, a send that makes no progress for that long (the other side
+        # keeps its end open but stopped reading) ends in ChannelClosed instead of hanging.
+        self.stall_timeout = stall_timeout
+        if stall_timeout is not None:
+            os.set_blocking(write_fd, False)
+            self._writable = select.poll()
+            self._writable.register(write_fd, select.POLLOUT | select.POLLERR | select.POLLHUP)
         self._buffer = bytearray()
         self._scanned = 0  # how much of the buffer is known to hold no newline
         self._skipping = False  # inside an over-long line: drop bytes up to its newline
@@ -87,10 +97,21 @@ class Channel:
             view = memoryview(payload)
             try:
                 while view:
-                    written = os.write(self.write_fd, view)
+                    try:
+                        written = os.write(self.write_fd, view)
+                    except BlockingIOError:
+                        self._wait_writable()
+                        continue
                     view = view[written:]
             except (BrokenPipeError, OSError) as exc:
                 raise ChannelClosed(str(exc)) from exc
+
+    def _wait_writable(self) -> None:
+        assert self.stall_timeout is not None  # the fd is non-blocking only with a timeout
+        if not self._writable.poll(math.ceil(self.stall_timeout * 1000)):
+            raise ChannelClosed(
+                f"the other side has read nothing for {self.stall_timeout:g} s"
+            )
 
     def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
         """The next message, or None if none was complete within `timeout` seconds.

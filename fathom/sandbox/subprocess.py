@@ -35,6 +35,8 @@ from fathom.sandbox.channel import (
     BadMessage,
     Channel,
     ChannelClosed,
+    MessageRefused,
+    Refusal,
     capped_text,
     names_from,
     reply_to_call,
@@ -110,6 +112,35 @@ _ADDRESS_SPACE_MB = 256
 # starts one without them.
 _RESTORE_GRACE = 1.0
 _START_SLACK = 2.0
+# Calls from the worker being answered at once; past these (in number, or in bytes: messages
+# of the largest size) a request is ignored, so a flood of them cannot pile up in the parent.
+# Honest code waits on each call in a thread (128 at most at `standard`).
+_MAX_CALLS_IN_FLIGHT = 256
+_MAX_MESSAGES_IN_FLIGHT = 4
+
+
+@dataclass
+class _InFlight:
+    """The worker's calls the parent is answering: how many, and the bytes of their requests."""
+
+    calls: int = 0
+    size: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit(self, size: int, max_size: int) -> bool:
+        """Count a call in, unless that would pass either bound."""
+        with self.lock:
+            if self.calls >= _MAX_CALLS_IN_FLIGHT or self.size + size > max_size:
+                return False
+            self.calls += 1
+            self.size += size
+            return True
+
+    def release(self, size: int) -> None:
+        """Count an answered call out."""
+        with self.lock:
+            self.calls -= 1
+            self.size -= size
 
 
 class SubprocessSandbox:
@@ -123,9 +154,12 @@ class SubprocessSandbox:
         *,
         interrupt_grace: float = 2.0,
         start_timeout: float = 60.0,
+        stall_timeout: float = 10.0,
     ):
         self.options = options or SandboxOptions()
         self.interrupt_grace = interrupt_grace
+        # A worker that leaves its channel unread this long is treated as dead and restarted.
+        self.stall_timeout = stall_timeout
         self.start_timeout = start_timeout
         self._state = _State()
         # Runs at close(), when the sandbox is collected, or at interpreter exit.
@@ -137,6 +171,7 @@ class SubprocessSandbox:
         self._lock = threading.Lock()
         self._ids = 0
         self._notes: list[str] = []
+        self._in_flight = _InFlight()
         self._start_seconds = 0.0  # what the first start took: a restart needs as much
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -161,6 +196,7 @@ class SubprocessSandbox:
             "op": "init",
             "scratch": str(scratch),
             "output_limit": self.options.output_limit,
+            "max_message_bytes": self.options.max_message_bytes,
             "isolation": plan.worker_spec,
             "functions": [spec.to_dict() for spec in bridge.functions()],
         }
@@ -207,7 +243,10 @@ class SubprocessSandbox:
             for fd in (to_worker_r, to_parent_w, raw_w):
                 close_quietly(fd)
         process = WorkerProcess(
-            popen, Channel(to_parent_r, to_worker_w), raw_r, CappedText(self.options.output_limit)
+            popen,
+            Channel(to_parent_r, to_worker_w, max_bytes=self.options.max_message_bytes,
+                    stall_timeout=self.stall_timeout),
+            raw_r, CappedText(self.options.output_limit),
         )
         process.reader = threading.Thread(target=process.drain, name="fathom-raw", daemon=True)
         process.reader.start()
@@ -340,13 +379,30 @@ class SubprocessSandbox:
         if not isinstance(call_id, int) or not isinstance(fn, str) or not isinstance(args, dict):
             self._note(f"ignored a malformed call request from the worker ({str(fn)[:40]!r})")
             return
-        self._state.pool.submit(self._answer, process, call_id, str(fn), args)
+        size = process.channel.last_size
+        if not self._in_flight.admit(size, _MAX_MESSAGES_IN_FLIGHT * process.channel.max_bytes):
+            self._note(f"ignored a call request from the worker: {_MAX_CALLS_IN_FLIGHT} calls, "
+                       f"or {_MAX_MESSAGES_IN_FLIGHT} messages' worth of bytes, already waiting")
+            return
+        self._state.pool.submit(self._answer, process, call_id, str(fn), args, size)
 
-    def _answer(self, process: WorkerProcess, call_id: int, fn: str, args: dict[str, Any]) -> None:
-        reply = reply_to_call(self._bridge, call_id, fn, args)
-        # If the worker died meanwhile, its restart has no use for this answer.
-        with contextlib.suppress(ChannelClosed):
-            process.channel.send(reply)
+    def _answer(
+        self, process: WorkerProcess, call_id: int, fn: str, args: dict[str, Any], size: int
+    ) -> None:
+        try:
+            reply = reply_to_call(self._bridge, call_id, fn, args)
+            # If the worker died meanwhile, its restart has no use for this answer.
+            with contextlib.suppress(ChannelClosed):
+                try:
+                    process.channel.send(reply)
+                except MessageRefused as exc:
+                    process.channel.send({
+                        "op": "reply", "id": call_id, "refused": Refusal.LIMIT.value,
+                        "message": f"{fn}: the answer could not be sent back: {exc}; "
+                                   "ask for less in one call",
+                    })
+        finally:
+            self._in_flight.release(size)
 
     def _result(
         self, process: WorkerProcess, done: dict[str, Any], seconds: float, limit: float

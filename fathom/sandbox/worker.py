@@ -30,8 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from fathom.context import load_spec
-from fathom.repl_api import FunctionSpec
-from fathom.sandbox.channel import BadMessage, Channel, ChannelClosed, raise_refusal
+from fathom.repl_api import CallRefused, FunctionSpec
+from fathom.sandbox.channel import (
+    BadMessage,
+    Channel,
+    ChannelClosed,
+    MessageRefused,
+    raise_refusal,
+)
 from fathom.sandbox.isolation import layers_to_text, worker_side
 from fathom.sandbox.repl import REPL_MODULE, Repl
 
@@ -75,6 +81,11 @@ class ChannelBridge:
         try:
             try:
                 self._channel.send({"op": "call", "id": call_id, "fn": name, "args": args})
+            except MessageRefused as exc:
+                raise CallRefused(
+                    f"{name}: {exc}: send less in one call (split the prompt or the batch, "
+                    "or flatten the context)."
+                ) from None
             except (TypeError, ValueError) as exc:
                 return _error_for(args, f"Error: {name} arguments must be JSON-like ({exc})")
             slot[0].wait()
@@ -168,7 +179,12 @@ class Worker:
             reply.update(error=self._timeout_text, interrupted=True)
         finally:
             self.running = False
-        self.channel.send(reply)
+        try:
+            self.channel.send(reply)
+        except MessageRefused as exc:  # output_limit set above what one message may hold
+            self.channel.send({"op": "done", "id": message.get("id"), "error": (
+                f"SandboxError: the block's output could not be sent back: {exc}; "
+                "print less, or lower output_limit")})
         if reply.get("interrupted"):
             # A timed-out block may have left processes behind (a fork bomb): end them.
             worker_side.kill_strays(self.isolation_spec)
@@ -379,6 +395,9 @@ def main(argv: list[str]) -> int:
         return 1
     if not init or init.get("op") != "init":
         return 1
+    cap = init.get("max_message_bytes")
+    if isinstance(cap, int) and cap > 0:
+        channel.max_bytes = cap  # the parent's cap: bigger calls are refused here, not sent
     try:
         context = load_spec(init["context"])
         worker = Worker(channel, context, init)

@@ -413,3 +413,37 @@ def test_a_huge_refused_batch_holds_bounded_memory_in_the_parent() -> None:
     assert all(e.refused for e in refused)
     (run,) = [e for e in events if isinstance(e, ExecEvent)]
     assert run.stdout == "BudgetExceeded\n"
+
+
+# --- a worker that stops reading its channel cannot hang the parent's sends ----------------
+
+# The reader thread is moved onto a pipe nobody writes; the channel's own pipe is kept open
+# (so the parent sees no end of stream) and is never read again.
+STOP_READING = """
+import os, sys, threading
+r = int(sys.argv[-2])
+keep = os.dup(r)
+idle, _unused = os.pipe()
+os.dup2(idle, r)
+threading.Thread(target=llm_query, args=("p" * 300_000,), daemon=True).start()
+"""
+
+
+def test_a_worker_that_stops_reading_is_restarted_not_waited_for(fake_bridge: FakeBridge) -> None:
+    box = SubprocessSandbox(
+        SandboxOptions(isolation="standard", memory_mb=1024, exec_timeout=30.0),
+        interrupt_grace=0.5, stall_timeout=1.0,
+    )
+    box.start(Context.from_value("public context"), fake_bridge)
+    try:
+        box.execute("kept = 'before'")
+        box.execute(STOP_READING)
+        time.sleep(0.5)  # the parent's answer (600 KB) is now stuck in the full pipe
+        began = time.monotonic()
+        result = box.execute("x = 1", timeout=20.0)
+        assert time.monotonic() - began < 10  # two stalls of 1 s and a restart, not forever
+        assert restarted(result)
+        assert box.execute("kept").stdout == "'before'\n"
+        assert_healthy(box)
+    finally:
+        box.close()
