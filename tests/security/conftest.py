@@ -17,6 +17,7 @@ import pytest
 
 from fathom import repl_api
 from fathom.context import Context
+from fathom.errors import IsolationError
 from fathom.repl_api import FunctionSpec
 from fathom.sandbox import SandboxOptions
 from fathom.sandbox.base import ExecResult
@@ -121,10 +122,19 @@ def parent_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
 
 
+@pytest.fixture(params=["standard", "strict"])
+def level(request: pytest.FixtureRequest) -> str:
+    """Attacks run at the default isolation and at `strict` (which refuses a missing layer)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def sandbox(fake_bridge: FakeBridge) -> Iterator[SubprocessSandbox]:
-    """A started sandbox at standard isolation, closed after the test."""
-    box = start_sandbox(fake_bridge)
+def sandbox(fake_bridge: FakeBridge, level: str) -> Iterator[SubprocessSandbox]:
+    """A started sandbox at `level`, closed after the test."""
+    try:
+        box = start_sandbox(fake_bridge, isolation=level)
+    except IsolationError as exc:
+        skip_or_fail(f"strict isolation is not available on this host: {exc}")
     yield box
     box.close()
 

@@ -18,7 +18,7 @@ import pytest
 import fathom
 from fathom.context import Context
 from fathom.lm import ScriptedLM
-from fathom.sandbox import SandboxOptions
+from fathom.sandbox import IsolationLevel, SandboxOptions
 from fathom.sandbox.channel import MAX_DEPTH, BadMessage, Channel
 from fathom.sandbox.subprocess import SubprocessSandbox
 from fathom.trace import Event, ExecEvent, LMCall
@@ -30,10 +30,10 @@ def repl(code: str) -> str:
 
 
 @pytest.fixture
-def quick(fake_bridge: FakeBridge) -> Iterator[SubprocessSandbox]:
-    """A started sandbox at standard isolation that gives up on an interrupt quickly."""
+def quick(fake_bridge: FakeBridge, level: IsolationLevel) -> Iterator[SubprocessSandbox]:
+    """A started sandbox at `level` (standard, strict) that gives up on an interrupt quickly."""
     box = SubprocessSandbox(
-        SandboxOptions(isolation="standard", memory_mb=1024, exec_timeout=30.0),
+        SandboxOptions(isolation=level, memory_mb=1024, exec_timeout=30.0),
         interrupt_grace=0.5,
     )
     box.start(Context.from_value("public context"), fake_bridge)
