@@ -327,12 +327,13 @@ def doctor(isolation: IsolationLevel) -> None:
     # A probe worker confined like a real one: what really holds, or why it does not.
     layers = report(isolation)
     width = max(len(name) for name in [*(row[0] for row in rows), *layers])
+    # Environment values and the probe worker's reports are not ours: shown as text only.
     for name, value in rows:
-        click.echo(f"{name:<{width}}  {value}")
+        click.echo(f"{name:<{width}}  {safe_text(value)}")
     click.echo("")
     click.echo(f"sandbox protection layers (subprocess sandbox, isolation={isolation}):")
     for layer in layers.values():
-        click.echo(f"  {layer.name:<{width}}  {layer.text}")
+        click.echo(f"  {safe_text(layer.name):<{width}}  {safe_text(layer.text)}")
 
 
 if __name__ == "__main__":

@@ -311,3 +311,14 @@ def test_the_demo_report_shows_a_hostile_answer_as_text(tmp_path: Path) -> None:
     assert result.answer.startswith("\x1b]52")
     report = out.getvalue()
     assert "\x1b" not in report and "\x07" not in report and "\\x1b]52" in report
+
+
+def test_doctor_shows_environment_values_as_text(tmp_path: Path) -> None:
+    from tests.cli.conftest import cli_env, command
+
+    env = {**cli_env(None), "FATHOM_MODEL": "local\x1b]0;owned\x07\x1b[2J"}
+    out = subprocess.run([*command(), "doctor"], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+    assert "local\\x1b]0;owned" in out.stdout
