@@ -245,6 +245,8 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
         output_limit=int(config.get("output_limit", 20_000)),
         compact_at=float(config.get("compact_at", 0.8)),
         exec_timeout=float(config.get("exec_timeout", 120.0)),
+        max_message_mb=int(config.get("max_message_mb", 64)),
+        max_batch=int(config.get("max_batch", 10_000)),
         budget=budget, trace=trace, allowed_models=others or None,
     )
     result = rlm.run(rec.root.query, _context_of(rec.root) if context is None else context)

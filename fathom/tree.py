@@ -51,6 +51,8 @@ class RunConfig:
             "exec_timeout": opts.exec_timeout,
             "memory_mb": opts.memory_mb,
             "isolation": opts.isolation,
+            "max_message_mb": opts.max_message_mb,
+            "max_batch": opts.max_batch,
         }
 
 
