@@ -23,9 +23,11 @@ from typing import Any
 
 from fathom.budget import Budget
 from fathom.calls import Role, RunHandle, current_call
+from fathom.context import Context
 from fathom.errors import LMError, TraceError
 from fathom.lm.base import Message
 from fathom.lm.scripted import ScriptedLM
+from fathom.sources import FilesSource, Source, TextFileSource
 from fathom.trace import LMCall, RunEnd, RunStart, text_sha256
 
 
@@ -44,6 +46,14 @@ class ReplayReport:
     unused_root_replies: int
     unmatched_prompts: list[str] = field(default_factory=list)
     error: str | None = None
+    interrupted: bool = False  # the recorded run has no run_end: nothing to compare with
+
+    @property
+    def verdict(self) -> str:
+        """MATCH, MISMATCH, or INTERRUPTED for a trace whose run never ended."""
+        if self.interrupted:
+            return "INTERRUPTED"
+        return "MATCH" if self.matches else "MISMATCH"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (`fathom replay --json`)."""
@@ -55,16 +65,24 @@ class ReplayReport:
             "root_replies": self.root_replies, "sub_replies": self.sub_replies,
             "unused_root_replies": self.unused_root_replies,
             "unmatched_prompts": self.unmatched_prompts, "error": self.error,
+            "interrupted": self.interrupted, "verdict": self.verdict,
         }
 
     def summary(self) -> str:
         """A few lines for a terminal (answers as reprs, everything else through `safe_text`)."""
         from fathom.terminal import safe_text
 
-        verdict = "MATCH" if self.matches else "MISMATCH"
-        lines = [
-            f"{verdict}: replay of {self.trace_path}",
-            f"  recorded answer: {self.original_answer!r} ({self.original_stop_reason})",
+        if self.interrupted:
+            lines = [
+                f"INTERRUPTED: the recorded run has no end (it was stopped or crashed), so "
+                f"there is no answer to compare; replay of {self.trace_path}",
+            ]
+        else:
+            lines = [
+                f"{self.verdict}: replay of {self.trace_path}",
+                f"  recorded answer: {self.original_answer!r} ({self.original_stop_reason})",
+            ]
+        lines += [
             f"  replayed answer: {self.replayed_answer!r} ({self.replayed_stop_reason})",
             f"  model replies used: {self.root_replies - self.unused_root_replies}/"
             f"{self.root_replies} root, {self.sub_replies} sub-call replies recorded",
@@ -249,7 +267,7 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
         max_batch=int(config.get("max_batch", 10_000)),
         budget=budget, trace=trace, allowed_models=others or None,
     )
-    result = rlm.run(rec.root.query, _context_of(rec.root) if context is None else context)
+    result = rlm.run(rec.root.query, context_of(rec.root, context))
     original = rec.end.answer if rec.end else ""
     same_answer = rec.end is not None and (
         text_sha256(result.answer) == rec.end.sha256_of("answer")
@@ -263,11 +281,68 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
         root_replies=rec.root_reply_count, sub_replies=rec.sub_reply_count,
         unused_root_replies=rec.script.unused_root_replies,
         unmatched_prompts=list(rec.script.unmatched), error=result.error,
+        interrupted=rec.end is None,
     )
 
 
-def _context_of(start: RunStart) -> Any:
-    """The run's input: the trace stores only metadata, so the source path must still exist."""
+def context_of(start: RunStart, given: Any = None) -> Any:
+    """The run's input: `given`, checked against the recorded one, or read again.
+
+    The trace stores only metadata: a file-backed input's absolute paths and sha256
+    (`inputs`), or for an older trace its source label.
+    """
+    inputs = start.context.get("inputs")
+    if given is not None:
+        given = Context.from_value(given)
+        if isinstance(inputs, dict) and inputs.get("sha256"):
+            _check_same_input(inputs, given)
+        return given
+    if isinstance(inputs, dict) and isinstance(inputs.get("files"), dict):
+        return _recorded_input(start, inputs)
+    return _context_from_label(start)
+
+
+def _recorded_input(start: RunStart, inputs: dict[str, Any]) -> Context:
+    """The files the run read, checked to hold the same bytes."""
+    if inputs.get("stdin"):
+        raise TraceError(
+            "The run read standard input, which cannot be read again: pass the saved input "
+            "(`fathom replay TRACE --context FILE`, or `replay(trace, context=...)`)."
+        )
+    files = {str(key): Path(path) for key, path in inputs["files"].items()}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise TraceError(
+            f"The run's input {missing[0]} is not readable here"
+            + (f" (nor {len(missing) - 1} other file(s))" if len(missing) > 1 else "")
+            + "; replay needs the original input: run it where the files exist, or pass it "
+            "(`fathom replay TRACE --context PATH`)."
+        )
+    label = start.context.get("source")
+    if list(files) == [""]:
+        source: Source = TextFileSource(files[""], errors=str(inputs.get("errors", "strict")),
+                                        label=label or str(files[""]))
+    else:
+        source = FilesSource(files, dict(start.context.get("skip_reasons") or {}),
+                             label=label or "files")
+    context = Context(source)
+    _check_same_input(inputs, context)
+    return context
+
+
+def _check_same_input(inputs: dict[str, Any], context: Context) -> None:
+    """TraceError when `context` is a file-backed input whose bytes differ from the recorded."""
+    now = context.metadata().inputs
+    recorded = inputs.get("sha256")
+    if recorded and now is not None and now.get("sha256") != recorded:
+        raise TraceError(
+            "The input is not the one the run read (its sha256 differs from the trace's): "
+            "the files changed since, or another input was given; replay needs the original."
+        )
+
+
+def _context_from_label(start: RunStart) -> Any:
+    """An older trace's input: its source label, if it is a path that still exists."""
     meta = start.context
     source = meta.get("source")
     if source and Path(source).exists():

@@ -13,6 +13,7 @@ SpillQuota when it has one (a run tree's child contexts share one).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -23,7 +24,7 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +65,8 @@ class ContextMetadata:
     lines: int | None = None  # for a str
     keys: tuple[str, ...] = ()  # the first keys of a dict
     skip_reasons: dict[str, str] = field(default_factory=dict)
+    # What a replay needs to read the input again: see `file_inputs`. None for a value.
+    inputs: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the trace."""
@@ -79,6 +82,7 @@ class ContextMetadata:
             "source": self.source,
             "skipped": list(self.skipped),
             "skip_reasons": self.skip_reasons,
+            "inputs": self.inputs,
         }
 
 
@@ -269,7 +273,8 @@ class TextFileSource(Source):
         super().__init__(label, owned=[path] if owned else [])
 
     def metadata(self) -> ContextMetadata:
-        return _text_metadata(self._scan, self.label)
+        meta = _text_metadata(self._scan, self.label)
+        return replace(meta, inputs=file_inputs({"": self.path}, self.errors, bool(self._owned)))
 
     def load(self) -> Value:
         return load_spec(self._spec())
@@ -320,8 +325,9 @@ class FilesSource(Source):
         keys = list(self.paths)
         lengths = [self._scans[key].chars for key in keys]
         heads = {key: self._scans[key].head[:PREVIEW_CHARS] for key in keys[:FIRST_KEYS]}
-        return _items_metadata("dict", lengths, tuple(keys[:FIRST_KEYS]), heads, self.label,
-                               self._skipped)
+        meta = _items_metadata("dict", lengths, tuple(keys[:FIRST_KEYS]), heads, self.label,
+                              self._skipped)
+        return replace(meta, inputs=file_inputs(self.paths, "replace", bool(self._owned)))
 
     def load(self) -> Value:
         return load_spec(self._spec())
@@ -355,6 +361,32 @@ def load_spec(spec: dict[str, Any]) -> Value:
     value = json.loads(text)
     del text  # the parsed value is what stays; let the JSON text go before the REPL starts
     return value
+
+
+def file_inputs(files: dict[str, Path], errors: str, stdin: bool) -> dict[str, Any]:
+    """The trace's record of a file-backed input, enough for a replay to read it again.
+
+    `files` maps each key to its absolute path ("" for a single text file), `stdin` says
+    the input was spooled standard input (gone after the run), and `sha256` hashes the
+    keys and the bytes, so a replay can tell the same input from another.
+    """
+    return {"files": {key: str(path) for key, path in files.items()}, "errors": errors,
+            "stdin": stdin, "sha256": files_sha256(files)}
+
+
+def files_sha256(files: dict[str, Path]) -> str | None:
+    """sha256 over each key and its file's bytes, in key order; None if a file is unreadable."""
+    digest = hashlib.sha256()
+    try:
+        for key in sorted(files):
+            digest.update(key.encode("utf-8", "surrogatepass") + b"\0")
+            with open(files[key], "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    digest.update(chunk)
+            digest.update(b"\0")
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _mb(size: int) -> str:

@@ -132,3 +132,97 @@ def test_a_model_reply_the_trace_cut_fails_the_replay_clearly(tmp_path: Path) ->
     report = replay(trace, sandbox="inprocess")
     assert not report.matches
     assert report.error is not None and "the trace cut this" in report.error
+
+
+def _count_run(trace: Path, context: object) -> str:
+    """Record a run answering with len(context) and the count of 'Lisbon' in it."""
+    code = ("text = context if isinstance(context, str) else ''.join(context.values())\n"
+            "FINAL(f\"{len(context)} {text.count('Lisbon')}\")")
+    root = ScriptedLM([f"```repl\n{code}\n```"], name="scripted:root")
+    return fathom.RLM(model=root, sandbox="inprocess", trace=trace).run("How often?",
+                                                                         context).answer
+
+
+def _diaries(folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("a.txt", "b.txt", "c.md"):
+        (folder / name).write_text(DIARY * 3)
+    return folder
+
+
+def test_a_directory_input_is_read_again(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    folder = _diaries(tmp_path / "notes")
+    assert _count_run(trace, fathom.Context.from_paths([str(folder)])) == "3 9"
+    report = replay(trace, sandbox="inprocess")
+    assert report.matches, report.summary()
+
+
+def test_a_glob_input_is_read_again(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    folder = _diaries(tmp_path / "notes")
+    assert _count_run(trace, fathom.Context.from_paths([str(folder / "*.txt")])) == "2 6"
+    (folder / "d.txt").write_text(DIARY)  # the pattern would match more files today
+    report = replay(trace, sandbox="inprocess")
+    assert report.matches and report.replayed_answer == "2 6", report.summary()
+
+
+def test_a_relative_path_is_resolved_when_recorded(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = tmp_path / "run.jsonl"
+    _diaries(tmp_path / "notes")
+    monkeypatch.chdir(tmp_path / "notes")
+    _count_run(trace, fathom.Context.from_paths(["a.txt"]))
+    monkeypatch.chdir(tmp_path)  # "a.txt" names nothing here
+    assert replay(trace, sandbox="inprocess").matches
+
+
+def test_stdin_must_be_given_again_and_is_checked(tmp_path: Path) -> None:
+    import io
+
+    trace = tmp_path / "run.jsonl"
+    with fathom.Context.from_stdin(io.BytesIO((DIARY * 20).encode())) as context:
+        assert _count_run(trace, context).endswith(" 20")
+    with pytest.raises(TraceError, match=r"standard input.*--context FILE"):
+        replay(trace, sandbox="inprocess")
+    saved = tmp_path / "saved.txt"
+    saved.write_text(DIARY * 20)
+    assert replay(trace, sandbox="inprocess", context=saved).matches
+    saved.write_text(DIARY * 19)
+    with pytest.raises(TraceError, match="not the one the run read"):
+        replay(trace, sandbox="inprocess", context=saved)
+
+
+def test_a_changed_input_is_refused(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    folder = _diaries(tmp_path / "notes")
+    _count_run(trace, fathom.Context.from_paths([str(folder)]))
+    (folder / "a.txt").write_text("changed")
+    with pytest.raises(TraceError, match="sha256 differs"):
+        replay(trace, sandbox="inprocess")
+
+
+def test_cli_replays_a_directory_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from fathom.cli import main
+
+    trace = tmp_path / "run.jsonl"
+    folder = _diaries(tmp_path / "notes")
+    _count_run(trace, fathom.Context.from_paths([str(folder)]))
+    out = CliRunner().invoke(main, ["replay", str(trace), "--sandbox", "inprocess"])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("MATCH")
+
+
+def test_an_interrupted_trace_is_reported_as_interrupted(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    lines = trace.read_text().splitlines(keepends=True)
+    last_end = max(i for i, line in enumerate(lines) if '"type": "run_end"' in line)
+    trace.write_text("".join(lines[:last_end]))  # the root's run_end is the last one
+    report = replay(trace, sandbox="inprocess")
+    assert report.interrupted and not report.matches
+    assert report.verdict == "INTERRUPTED"
+    assert report.summary().startswith("INTERRUPTED: the recorded run has no end")
+    assert "Lisbon" in report.summary()  # how far the replay got
