@@ -254,15 +254,20 @@ def view(trace: Path, output: Path | None, open_browser: bool) -> None:
     fathom view run.jsonl --open
     fathom view run.jsonl -o report.html
     """
-    from fathom.viewer import write
+    from fathom.viewer import open_page, write_page
 
     try:
-        target = write(trace, output, open_browser=open_browser)
+        target, problems = write_page(trace, output)
     except FathomError as exc:
         _fail(str(exc), _exit_code_for(exc))
     except OSError as exc:
         _fail(f"cannot write {output or trace.with_suffix('.html')}: {exc.strerror}", EXIT_USAGE)
     click.echo(str(target))
+    for problem in problems:
+        click.echo(safe_text(f"fathom: skipped a line of the trace: {problem}"), err=True)
+    if open_browser and not open_page(target):
+        click.echo(safe_text(f"fathom: no browser could be opened here; open {target} yourself "
+                             "(or copy it to a machine with one)"), err=True)
 
 
 @main.command(no_args_is_help=True)

@@ -146,7 +146,7 @@ def run_demo(
     print(
         f"fathom demo: {len(haystack.text):,} characters, a passphrase hidden at "
         f"character {haystack.position:,}; model {label}; budget {seconds:g} s, "
-        f"{max_iterations} iterations.",
+        f"{max_iterations} iterations.\ntrace:       {trace} (written as the run goes)",
         file=stream,
         flush=True,
     )

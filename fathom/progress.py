@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
     from rich.live import Live
 
+    from fathom.lm.base import Usage
     from fathom.result import Result
 
 Mode = Literal["auto", "live", "plain", "quiet"]
@@ -68,6 +69,40 @@ def shorten_code(code: str, lines: int = CODE_LINES, width: int = 100) -> str:
 
 
 @dataclass
+class CallCounts:
+    """Model calls, counted by the one rule the CLI and the viewer (viewer.js `addCall`) share.
+
+    Every `lm_call` event is a call, whether it reached a model or not; of them, `refused`
+    ones the budget refused or cut off, and `failed` ones ended in another error. (A
+    Result's usage counts only the calls that reached a model.)
+    """
+
+    calls: int = 0
+    failed: int = 0
+    refused: int = 0
+
+    def add(self, call: LMCall) -> None:
+        """Count one finished call."""
+        self.calls += 1
+        if call.refused:
+            self.refused += 1
+        elif call.error:
+            self.failed += 1
+
+    def __str__(self) -> str:
+        return f"{self.calls} calls ({self.failed} failed, {self.refused} refused)"
+
+
+def call_counts(events: Iterable[Event]) -> CallCounts:
+    """The calls of a trace's events, by the rule of `CallCounts`."""
+    counts = CallCounts()
+    for event in events:
+        if isinstance(event, LMCall):
+            counts.add(event)
+    return counts
+
+
+@dataclass
 class ProgressState:
     """Everything the display shows, updated from events."""
 
@@ -76,7 +111,7 @@ class ProgressState:
     max_iterations: int | None = None
     iteration: int = 0
     depth: int = 0
-    max_depth_seen: int = 0
+    max_depth: int | None = None  # the run's limit (config), not the deepest seen
     code: str = ""
     code_depth: int = 0
     root_calls: int = 0
@@ -91,6 +126,7 @@ class ProgressState:
     last_error: str = ""
     pending: dict[str, list[str]] = field(default_factory=dict)  # run_id -> blocks not yet run
     waiting_depth: int | None = None  # a root call is in flight at this depth
+    counts: dict[str, CallCounts] = field(default_factory=dict)  # model -> its calls
     finished: bool = False
 
     @property
@@ -168,12 +204,12 @@ class Progress:
     def _apply(self, e: Event) -> str | None:
         s = self.state
         s.depth = e.depth
-        s.max_depth_seen = max(s.max_depth_seen, e.depth)
         pad = "  " * e.depth
         if isinstance(e, RunStart):
             if e.depth == 0:
                 s.model = e.model
                 s.max_iterations = e.config.get("max_iterations")
+                s.max_depth = e.config.get("max_depth")
                 kind = e.context.get("kind", "?")
                 chars = e.context.get("total_chars", 0)
                 return f"run started: model {e.model}, context {kind} of {chars:,} chars"
@@ -186,6 +222,7 @@ class Progress:
             s.prompt_tokens += e.prompt_tokens
             s.completion_tokens += e.completion_tokens
             s.usd += e.usd
+            s.counts.setdefault(e.model, CallCounts()).add(e)
             if e.role == "root":
                 s.root_calls += 1
                 s.waiting_depth = None
@@ -259,7 +296,8 @@ class Progress:
             grid.add_column(style="bold")
             grid.add_column()
             limit = f" / {s.max_iterations}" if s.max_iterations else ""
-            depth = f"depth {s.depth} (max {s.max_depth_seen})"
+            depth = f"depth {s.depth}" + (f" (max {s.max_depth})" if s.max_depth is not None
+                                          else "")
             grid.add_row("iteration", Text(f"{s.iteration}{limit}   {depth}"))
             if s.waiting_depth is not None:
                 grid.add_row("model", Text.assemble(("thinking", "yellow"),
@@ -301,13 +339,33 @@ class Progress:
             self._broke(exc)
         self._tell_failure()
 
+    def _call_rows(self, result: Result) -> tuple[list[tuple[str, CallCounts, Usage]], CallCounts]:
+        """Per model: its calls (`CallCounts`, from the events seen) and usage; and the total.
+
+        Without events (a Progress that was not the run's on_event) the usage's count stands in.
+        """
+        from fathom.lm.base import Usage
+
+        seen = self.state.counts
+        rows = []
+        for model in sorted(set(result.usage) | set(seen)):
+            usage = result.usage.get(model, Usage())
+            rows.append((model, seen.get(model) or CallCounts(calls=usage.calls), usage))
+        total = CallCounts()
+        for _, counts, _ in rows:
+            total.calls += counts.calls
+            total.failed += counts.failed
+            total.refused += counts.refused
+        return rows, total
+
     def _plain_summary(self, result: Result) -> None:
         total = result.total_usage
+        rows, calls = self._call_rows(result)
         lines = [f"{result.stop_reason} after {result.iterations} iteration(s) in "
                  f"{result.seconds:.1f}s"]
-        lines += [f"  {model}: {u.calls} calls, {u.prompt_tokens} in / {u.completion_tokens} out "
-                  f"tok, {_usd(u.usd)}" for model, u in sorted(result.usage.items())]
-        lines.append(f"  total: {total.calls} calls, {total.prompt_tokens} in / "
+        lines += [f"  {model}: {counts}, {u.prompt_tokens} in / {u.completion_tokens} out "
+                  f"tok, {_usd(u.usd)}" for model, counts, u in rows]
+        lines.append(f"  total: {calls}, {total.prompt_tokens} in / "
                      f"{total.completion_tokens} out tok, {_usd(total.usd)}")
         if result.trace_path:
             lines.append(f"trace: {result.trace_path} (fathom view {result.trace_path})")
@@ -320,16 +378,20 @@ class Progress:
         from rich.text import Text
 
         total = result.total_usage
+        rows, calls = self._call_rows(result)
         console = self._console or Console(file=self.stream, force_terminal=True, highlight=False)
         table = Table(title=f"{result.stop_reason} after {result.iterations} iteration(s) in "
                             f"{result.seconds:.1f}s", title_justify="left", show_footer=True)
         table.add_column("model", footer="total")
-        table.add_column("calls", justify="right", footer=str(total.calls))
+        table.add_column("calls", justify="right", footer=str(calls.calls))
+        table.add_column("failed", justify="right", footer=str(calls.failed))
+        table.add_column("refused", justify="right", footer=str(calls.refused))
         table.add_column("tokens in", justify="right", footer=f"{total.prompt_tokens:,}")
         table.add_column("tokens out", justify="right", footer=f"{total.completion_tokens:,}")
         table.add_column("cost", justify="right", footer=_usd(total.usd))
-        for model, u in sorted(result.usage.items()):
-            table.add_row(Text(safe_text(model)), str(u.calls), f"{u.prompt_tokens:,}",
+        for model, counts, u in rows:
+            table.add_row(Text(safe_text(model)), str(counts.calls), str(counts.failed),
+                          str(counts.refused), f"{u.prompt_tokens:,}",
                           f"{u.completion_tokens:,}", _usd(u.usd))
         console.print(table)
         if result.trace_path:

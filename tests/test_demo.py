@@ -58,3 +58,15 @@ def test_run_demo_passes_events_to_on_event(tmp_path: Path) -> None:
         on_event=lambda event: seen.append(event.type),
     )
     assert seen[0] == "run_start" and seen[-1] == "run_end"
+
+
+def test_run_demo_says_where_its_trace_goes_before_the_run(tmp_path: Path) -> None:
+    out = io.StringIO()
+    printed_before: list[str] = []
+
+    def first_event(event: object) -> None:
+        printed_before.append(out.getvalue())
+
+    run_demo(ScriptedLM(["FINAL(no idea)"]), chars=50_000, trace_dir=tmp_path, out=out,
+             on_event=first_event)
+    assert f"trace:       {tmp_path}" in printed_before[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 import webbrowser
 from importlib import resources
 from pathlib import Path
@@ -17,7 +18,7 @@ from string import Template
 from typing import Any
 
 from fathom.errors import TraceError
-from fathom.trace import Event, iter_events
+from fathom.trace import Event, event_from_dict, iter_events
 
 # Longer strings are cut in the page (the trace keeps them) so a page stays loadable.
 MAX_FIELD_CHARS = 200_000
@@ -54,11 +55,57 @@ def _script_json(data: Any) -> str:
 
 
 def load_events(trace_path: str | Path) -> list[dict[str, Any]]:
-    """The trace's events as plain dicts (a last line cut off mid-write is skipped)."""
-    path = Path(trace_path)
+    """The trace's events as plain dicts (unreadable lines skipped: see `scan_trace`)."""
+    return _page_events(scan_trace(Path(trace_path))[0])
+
+
+def _page_events(events: list[Event]) -> list[dict[str, Any]]:
+    return [{k: _cap(v) for k, v in event.to_dict().items()} for event in events]
+
+
+def scan_trace(path: Path) -> tuple[list[Event], list[str]]:
+    """The events of each readable line, and what was wrong with each other line.
+
+    One bad line (a crash mid-write, a stray edit) leaves the rest of the run readable; a
+    last line cut off mid-write (a run still going) is skipped silently. TraceError when
+    nothing in the file is a fathom event: it is empty, or not a trace.
+    """
     if not path.is_file():
         raise TraceError(f"Trace {path} does not exist; pass the file given to --trace / trace=.")
-    return [{k: _cap(v) for k, v in event.to_dict().items()} for event in read_trace(path)]
+    events: list[Event] = []
+    problems: list[str] = []
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise TraceError(f"Cannot read trace {path}: {exc.strerror or exc}.") from exc
+    lines = raw.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line.decode("utf-8"))
+            if not isinstance(data, dict):
+                raise TraceError("not a JSON object")
+            events.append(event_from_dict(data))
+        except (ValueError, RecursionError, TraceError, TypeError) as exc:
+            if number == len(lines):  # no newline after it: still being written
+                continue
+            problems.append(f"{path}:{number}: {_why(exc)}")
+    if not events:
+        shown = f" ({problems[0]})" if problems else ""
+        raise TraceError(f"{path} holds no fathom events{shown}: it is empty or not a fathom "
+                         "trace (the file given to --trace / trace=).")
+    return events, problems
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg})"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(exc, TypeError):
+        return "an event lacking required fields"
+    return str(exc) if isinstance(exc, TraceError) else type(exc).__name__
 
 
 def read_trace(path: Path) -> list[Event]:
@@ -77,8 +124,11 @@ def read_trace(path: Path) -> list[Event]:
 
 def render(trace_path: str | Path) -> str:
     """The HTML page for one trace, as a string."""
-    path = Path(trace_path)
-    events = load_events(path)
+    return _render(*scan_trace(Path(trace_path)), Path(trace_path))
+
+
+def _render(typed: list[Event], problems: list[str], path: Path) -> str:
+    events = _page_events(typed)
     query = next((e.get("query", "") for e in events if e["type"] == "run_start"), "")
     title = "fathom: " + (query[:80] if query else path.name)
     page = Template(_asset("template.html"))
@@ -88,7 +138,8 @@ def render(trace_path: str | Path) -> str:
         CSS=_asset("viewer.css"),
         HIGHLIGHT_JS=_asset("highlight.js"),
         JS=_asset("viewer.js"),
-        DATA=_script_json({"source": str(path), "events": events}),
+        DATA=_script_json({"source": str(path), "events": events, "problems": problems,
+                           "rendered_at": time.time()}),
     )
 
 
@@ -96,12 +147,28 @@ def write(
     trace_path: str | Path, out: str | Path | None = None, *, open_browser: bool = False
 ) -> Path:
     """Render `trace_path` to `out` (default: the trace's name with .html) and return that path."""
-    trace = Path(trace_path)
-    target = Path(out) if out is not None else trace.with_suffix(".html")
-    target.write_text(render(trace), encoding="utf-8")
+    target, _ = write_page(trace_path, out)
     if open_browser:
-        webbrowser.open(target.resolve().as_uri())
+        open_page(target)
     return target
 
 
-__all__ = ["MAX_FIELD_CHARS", "load_events", "read_trace", "render", "write"]
+def write_page(trace_path: str | Path, out: str | Path | None = None) -> tuple[Path, list[str]]:
+    """Like `write`, and also the trace's lines that were skipped, each saying why."""
+    trace = Path(trace_path)
+    target = Path(out) if out is not None else trace.with_suffix(".html")
+    events, problems = scan_trace(trace)
+    target.write_text(_render(events, problems, trace), encoding="utf-8")
+    return target, problems
+
+
+def open_page(page: Path) -> bool:
+    """Open `page` in a browser; False when none could be opened (no display, no browser)."""
+    try:
+        return bool(webbrowser.open(page.resolve().as_uri()))
+    except webbrowser.Error:
+        return False
+
+
+__all__ = ["MAX_FIELD_CHARS", "load_events", "open_page", "read_trace", "render", "scan_trace",
+           "write", "write_page"]

@@ -35,16 +35,19 @@
     if (s < 120) return s.toFixed(1) + " s";
     return Math.floor(s / 60) + "m" + String(Math.round(s % 60)).padStart(2, "0") + "s";
   }
-  function tot() { return { calls: 0, failed: 0, pt: 0, ct: 0, usd: 0 }; }
+  function tot() { return { calls: 0, failed: 0, refused: 0, pt: 0, ct: 0, usd: 0 }; }
+  // The one counting rule, as fathom.progress.CallCounts: every lm_call is a call; of them,
+  // `refused` the budget refused or cut off, `failed` ended in another error.
   function addCall(t, e) {
     t.calls += 1;
-    if (e.error) t.failed += 1;
+    if (e.refused) t.refused += 1;
+    else if (e.error) t.failed += 1;
     t.pt += e.prompt_tokens || 0;
     t.ct += e.completion_tokens || 0;
     t.usd += e.usd || 0;
   }
   function addTot(a, b) {
-    a.calls += b.calls; a.failed += b.failed; a.pt += b.pt; a.ct += b.ct; a.usd += b.usd;
+    a.calls += b.calls; a.failed += b.failed; a.refused += b.refused; a.pt += b.pt; a.ct += b.ct; a.usd += b.usd;
   }
   function totText(t) {
     return fmtTok(t.pt + t.ct) + " tok \u00b7 " + fmtUsd(t.usd);
@@ -105,6 +108,19 @@
     }
   }
   // Calls started but not finished: a trace still being written (or a run that was killed).
+  // A stuck call has waited until the trace's end, or until the page was made if the run
+  // is still going (its start_at maps the page's wall clock to trace time).
+  var lastT = 0;
+  events.forEach(function (e) { if (e.t > lastT) lastT = e.t; });
+  function waitedSince(s) {
+    var root = rootId != null ? runs[rootId] : null;
+    var startedAt = root && root.start ? root.start.started_at : 0;
+    var until = lastT;
+    if (root && !root.end && startedAt && DATA.rendered_at) {
+      until = Math.max(lastT, DATA.rendered_at - startedAt);
+    }
+    return Math.max(0, until - s.t);
+  }
   Object.keys(inflight).forEach(function (id) {
     var s = inflight[id];
     iter(run(s.run_id), s.iteration).inflight.push(s);
@@ -313,8 +329,9 @@
     if (it.inflight.length) {
       body.appendChild(label("In flight (started, no reply in the trace yet)"));
       it.inflight.forEach(function (s) {
-        body.appendChild(node({ cls: "call", title: s.role === "root" ? "model call" : "llm_query",
-          sum: esc(short(s.prompt, 140)), meta: esc(s.model),
+        body.appendChild(node({ cls: "call inflight", title: s.role === "root" ? "model call" : "llm_query",
+          sum: esc(short(s.prompt, 140)),
+          meta: esc(s.model) + " \u00b7 waiting " + fmtSec(waitedSince(s)),
           build: function (b) { b.appendChild(pre(s.prompt || "")); } }));
       });
     }
@@ -417,33 +434,48 @@
       app.appendChild(el("div", "banner", "This trace is still being written (no run_end yet): " +
         "showing the " + events.length.toLocaleString() + " events recorded so far. Run `fathom view` again to refresh."));
     }
+    if (DATA.problems && DATA.problems.length) {
+      var skipped = el("div", "banner", "Skipped " + DATA.problems.length + " unreadable line(s) of the trace: " +
+        esc(DATA.problems.slice(0, 5).join("; ")) + (DATA.problems.length > 5 ? "; \u2026" : ""));
+      skipped.id = "trace-problems";
+      app.appendChild(skipped);
+    }
     if (truncated) {
       app.appendChild(el("div", "banner", "The trace reached its size limit (" +
         (truncated.max_bytes / 1048576).toLocaleString() + " MB, RLM(trace_max_mb=...)) at " +
         fmtSec(truncated.t) + ": later events were dropped, except the run's end."));
     }
     if (s.query) { app.appendChild(el("h2", null, "Query")); app.appendChild(el("div", "card reasoning", esc(s.query))); }
+    if (root.end && root.end.error) {  // a failed run says why before anything else
+      app.appendChild(el("h2", null, "Error"));
+      var why = pre(root.end.error, "err");
+      why.id = "run-error";
+      app.appendChild(why);
+    }
     app.appendChild(el("h2", null, "Answer"));
     var ans = root.end ? root.end.answer : root.fin ? root.fin.answer : "";
     var failed = root.end && root.end.stop_reason !== "final";
     app.appendChild(el("div", "card answer" + (failed ? " failed" : ""),
       esc(ans || (root.end ? "(no answer)" : "(not answered yet)"))));
-    if (root.end && root.end.error) app.appendChild(pre(root.end.error, "err"));
     var all = tot(), roots = 0, subs = 0, maxDepth = 0, nRuns = runOrder.length;
     calls.forEach(function (c) { addCall(all, c); if (c.role === "root") roots++; else subs++; });
     runOrder.forEach(function (id) { maxDepth = Math.max(maxDepth, runs[id].depth); });
     var stats = [
       [root.end ? root.end.stop_reason : "running", "stop reason"],
       [String(root.iterList.length), "iterations"],
-      [roots + " / " + subs, "root / sub calls"],
-      [String(all.failed), "failed calls"],
+      [String(all.calls), "calls (" + roots + " root, " + subs + " sub)", "calls"],
+      [all.failed + " / " + all.refused, "failed / refused calls", "failed-refused"],
       [String(nRuns - 1), "child RLMs (max depth " + maxDepth + ")"],
       [fmtTok(all.pt) + " / " + fmtTok(all.ct), "tokens in / out"],
       [fmtUsd(all.usd), "cost"],
       [fmtSec(root.end ? root.end.seconds || endT : endT), "elapsed"]
     ];
     var box = el("div", "stats");
-    stats.forEach(function (x) { box.appendChild(el("div", "stat", "<b>" + esc(x[0]) + "</b><span>" + esc(x[1]) + "</span>")); });
+    stats.forEach(function (x) {
+      var stat = el("div", "stat", "<b>" + esc(x[0]) + "</b><span>" + esc(x[1]) + "</span>");
+      if (x[2]) stat.setAttribute("data-stat", x[2]);
+      box.appendChild(stat);
+    });
     app.appendChild(box);
     var byModel = {};
     calls.forEach(function (c) {

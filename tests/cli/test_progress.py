@@ -10,9 +10,9 @@ from rich.console import Console
 
 import fathom
 from fathom.lm import ScriptedLM
-from fathom.progress import Progress, shorten_code
-from fathom.trace import LMCall, LMCallStart
-from tests.viewer.recorded_runs import DIARY, QUERY, models
+from fathom.progress import Progress, call_counts, shorten_code
+from fathom.trace import LMCall, LMCallStart, read
+from tests.viewer.recorded_runs import DIARY, QUERY, failing_run, models
 
 
 def test_plain_lines_follow_a_real_depth2_run() -> None:
@@ -104,3 +104,34 @@ def test_the_last_chance_answer_is_not_shown_as_code_to_run() -> None:
     text = stream.getvalue()
     assert "model gave its last answer" in text
     assert text.count("running 1 code block(s)") == 1
+
+
+def test_panel_shows_the_runs_max_depth_not_the_deepest_seen() -> None:
+    progress = Progress("live", stream=io.StringIO())
+    fathom.RLM(model=ScriptedLM(["FINAL(x)"]), sandbox="inprocess",
+               on_event=progress).run("q", "ctx")  # max_depth defaults to 1
+    console = Console(file=io.StringIO(), width=100, record=True, color_system=None)
+    console.print(progress.render())
+    assert "depth 0 (max 1)" in console.export_text()
+
+
+def test_summary_counts_calls_by_the_rule_the_viewer_uses(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    progress = Progress("plain", stream=stream)
+    trace = tmp_path / "run.jsonl"
+    result = failing_run(trace, on_event=progress)
+    assert result.total_usage.calls == 3  # usage counts only the calls that reached a model
+    progress.summary(result)
+    counts = call_counts(read(trace))
+    assert (counts.calls, counts.failed, counts.refused) == (5, 1, 1)
+    assert f"total: {counts}," in stream.getvalue()
+    assert "total: 5 calls (1 failed, 1 refused)" in stream.getvalue()
+
+
+def test_table_summary_has_failed_and_refused_columns(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    progress = Progress("live", stream=stream)
+    result = failing_run(tmp_path / "run.jsonl", on_event=progress)
+    progress.summary(result)
+    text = stream.getvalue()
+    assert "refused" in text and "failed" in text

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import fathom
+from fathom.errors import LMError
 from fathom.lm import ScriptedLM
 from fathom.lm.base import Message
+from fathom.trace import EventSink
 
 DIARY = "\n\n".join([
     "January. Marta lives in Porto and works at the harbour.",
@@ -92,3 +94,20 @@ def wide_run(trace: Path, prompts: int, sandbox: str = "inprocess") -> fathom.Re
     sub = ScriptedLM(lambda m: "ok " + m[-1]["content"], name="scripted:sub")
     rlm = fathom.RLM(model=root, sub_model=sub, sandbox=sandbox, max_concurrency=64, trace=trace)
     return rlm.run("How many items?", "x" * 100)
+
+
+def failing_run(trace: Path, on_event: EventSink | None = None) -> fathom.Result:
+    """A run whose sub-calls partly fail and hit the budget: 5 calls, 1 failed, 1 refused.
+
+    Its usage counts only the 3 calls that reached a model.
+    """
+    def sub(messages: list[Message]) -> str:
+        if "bad" in messages[-1]["content"]:
+            raise LMError("the provider is down")
+        return "fine"
+
+    code = "print(llm_query_batched(['good', 'bad', 'good 2', 'bad 2', 'late']))"
+    root = ScriptedLM([f"```repl\n{code}\n```", "FINAL(done)"], name="scripted:root")
+    return fathom.RLM(model=root, sub_model=ScriptedLM(sub, name="scripted:sub"),
+                      sandbox="inprocess", trace=trace, budget=fathom.Budget(calls=4),
+                      max_concurrency=1, on_event=on_event).run("q", "ctx")

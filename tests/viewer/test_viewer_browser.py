@@ -6,13 +6,16 @@ Load and expand times of big traces are measured by benchmarks/viewer.py, not he
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fathom.progress import call_counts
+from fathom.trace import LMCallStart, RunEnd, RunStart, TraceWriter, read
 from fathom.viewer import write
-from tests.viewer.recorded_runs import depth2_run, wide_run
+from tests.viewer.recorded_runs import depth2_run, failing_run, wide_run
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = pytest.mark.browser
@@ -167,3 +170,54 @@ def test_search_finds_a_deep_sub_call_and_opens_it(page: Any, tmp_path: Path) ->
     opened = page.locator(".node.call.open")
     assert opened.count() == 1 and opened.first.is_visible()
     assert "Name the last city in" in opened.first.inner_text()
+
+
+def test_call_counts_agree_with_the_cli(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    failing_run(trace)
+    counts = call_counts(read(trace))
+    assert (counts.calls, counts.failed, counts.refused) == (5, 1, 1)
+    _open(page, write(trace))
+    assert page.locator("[data-stat=calls] b").inner_text() == str(counts.calls)
+    assert (page.locator("[data-stat=failed-refused] b").inner_text()
+            == f"{counts.failed} / {counts.refused}")
+    assert page.errors == []
+
+
+def test_a_failed_runs_error_comes_before_its_answer(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace)
+    writer(RunStart(run_id="r", depth=0, t=0.0, query="q"))
+    writer(RunEnd(run_id="r", depth=0, t=1.0, answer="partial guess", stop_reason="error",
+                  error="LMError: the provider is down"))
+    writer.close()
+    _open(page, write(trace))
+    error, answer = page.locator("#run-error"), page.locator(".answer")
+    assert "the provider is down" in error.inner_text()
+    assert error.bounding_box()["y"] < answer.bounding_box()["y"]
+
+
+def test_a_stuck_call_shows_how_long_it_has_waited(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace)
+    writer(RunStart(run_id="r", depth=0, t=0.0, query="q"))
+    writer(LMCallStart(run_id="r", depth=0, t=2.0, role="sub", call_id="c1", iteration=1,
+                       prompt="stuck prompt"))
+    writer(RunEnd(run_id="r", depth=0, t=95.0, stop_reason="error", error="killed"))
+    writer.close()
+    _open(page, write(trace))
+    page.locator("#tree .node.iter > .head").first.click()
+    assert "waiting 93.0 s" in page.locator(".node.call.inflight").first.inner_text()
+    assert page.errors == []
+
+
+def test_a_call_stuck_in_a_live_run_waits_until_the_page_was_made(page: Any,
+                                                                 tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    writer = TraceWriter(trace)
+    writer(RunStart(run_id="r", depth=0, t=0.0, query="q", started_at=time.time() - 300))
+    writer(LMCallStart(run_id="r", depth=0, t=2.0, role="sub", call_id="c1", iteration=1))
+    writer.close()  # no run_end: the run is still going, its last event long ago
+    _open(page, write(trace))
+    page.locator("#tree .node.iter > .head").first.click()
+    assert "waiting 4m5" in page.locator(".node.call.inflight").first.inner_text()  # ~298 s

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import re
+import webbrowser
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from fathom.cli import main
 from fathom.errors import TraceError
 from fathom.trace import LMCall, RunStart, TraceWriter
 from fathom.viewer import MAX_FIELD_CHARS, render, write
@@ -85,3 +88,37 @@ def test_ten_thousand_event_trace_renders_every_event(tmp_path: Path) -> None:
     calls = [e for e in events if e["type"] == "lm_call" and e["role"] == "sub"]
     assert len(calls) == 5000
     assert {e["prompt"] for e in calls} == {f"item {i}" for i in range(5000)}
+
+
+def test_one_bad_line_is_skipped_and_reported(tmp_path: Path) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    lines = trace.read_text().splitlines(keepends=True)
+    trace.write_text("".join(lines[:3]) + "{not json\n" + "".join(lines[3:]))
+    data = _embedded(render(trace))
+    assert len(data["events"]) == len(lines)
+    assert data["problems"] == [f"{trace}:4: not valid JSON (Expecting property name enclosed in "
+                                "double quotes)"]
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "hello world\nnot a trace\n", '{"a": 1}\n'])
+def test_an_empty_or_garbage_file_is_refused_clearly(tmp_path: Path, content: str) -> None:
+    trace = tmp_path / "run.jsonl"
+    trace.write_text(content)
+    with pytest.raises(TraceError, match="holds no fathom events"):
+        render(trace)
+    out = CliRunner().invoke(main, ["view", str(trace)])
+    assert out.exit_code == 2
+    assert "holds no fathom events" in out.output and "not a fathom trace" in out.output
+    assert not trace.with_suffix(".html").exists()
+
+
+def test_view_open_says_when_no_browser_opens(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = tmp_path / "run.jsonl"
+    depth2_run(trace)
+    monkeypatch.setattr(webbrowser, "open", lambda url: False)
+    out = CliRunner().invoke(main, ["view", str(trace), "--open"])
+    assert out.exit_code == 0
+    assert "no browser could be opened" in out.output
+    assert trace.with_suffix(".html").exists()
