@@ -144,25 +144,28 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole Result as JSON on stdout instead of the answer.")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--encoding", default=None, metavar="NAME",
+              help="Encoding of the input files, e.g. latin-1, cp1252, utf-16 (default: the "
+                   "one a byte-order mark names, else UTF-8).")
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
+              show_default=True,
+              help="What bytes that do not decode do: strict refuses the file, replace "
+                   "reads them as U+FFFD.")
+@click.option("--include-ignored", is_flag=True,
+              help="Also read what .gitignore files ignore and folders skipped by default "
+                   "(.venv, node_modules, __pycache__, build, ...).")
 def ask(
     paths: tuple[str, ...], question: str, model: str | None, sub_model: str | None,
     sandbox: str, isolation: IsolationLevel, max_iterations: int, max_depth: int,
     max_usd: float | None, max_seconds: float | None, max_tokens: int | None,
     trace: Path | None, cache: Path | None, as_json: bool, quiet: bool,
+    encoding: str | None, encoding_errors: str, include_ignored: bool,
 ) -> None:
     from fathom.progress import Progress
 
     if not question.strip():
         _fail("the question is empty: pass it with -q \"...\"", EXIT_USAGE)
-    try:
-        context = fathom.Context.from_paths(list(paths))
-        skipped = context.metadata().skip_reasons
-    except FathomError as exc:
-        _fail(str(exc), _exit_code_for(exc))
-    if skipped and not quiet:
-        shown = ", ".join(f"{name} ({why})" for name, why in list(skipped.items())[:10])
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        click.echo(safe_text(f"fathom: skipped {len(skipped)} file(s): {shown}{more}"), err=True)
+    context = _read_context(paths, encoding, encoding_errors, include_ignored, quiet)
     budget = None
     if max_usd is not None or max_seconds is not None or max_tokens is not None:
         budget = fathom.Budget(usd=max_usd, seconds=max_seconds, tokens=max_tokens)
@@ -204,6 +207,32 @@ def ask(
         click.echo(f"fathom: no FINAL after {result.iterations} iterations; the answer is the "
                    "model's best guess (raise --max-iterations?)", err=True)
     sys.exit(EXIT_OK)
+
+
+def _read_context(paths: tuple[str, ...], encoding: str | None, errors: str,
+                  include_ignored: bool, quiet: bool) -> fathom.Context:
+    """The input of `ask`, with what was left out listed on stderr; a usage error if empty."""
+    if "-" in paths and is_terminal(sys.stdin) and not quiet:
+        click.echo("fathom: reading standard input; end it with Ctrl-D (Ctrl-Z Enter on "
+                   "Windows)", err=True)
+    try:
+        context = fathom.Context.from_paths(list(paths), errors=errors, encoding=encoding,
+                                            include_ignored=include_ignored)
+        skipped = context.metadata().skip_reasons
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    if not quiet:
+        # A left-out folder is one entry, "name/", its reason saying how many files it holds.
+        folders = {key: why for key, why in skipped.items() if key.endswith("/")}
+        files = {key: why for key, why in skipped.items() if key not in folders}
+        for kind, entries, hint in (("folder(s)", folders, "; --include-ignored reads them"),
+                                    ("file(s)", files, "")):
+            if entries:
+                shown = ", ".join(f"{key} ({why})" for key, why in list(entries.items())[:10])
+                more = f" and {len(entries) - 10} more" if len(entries) > 10 else ""
+                click.echo(safe_text(f"fathom: skipped {len(entries)} {kind}: {shown}{more}"
+                                     f"{hint}"), err=True)
+    return context
 
 
 def _close(context: Any) -> None:

@@ -28,7 +28,7 @@ from fathom.sources import (
     ValueSource,
     load_spec,
 )
-from fathom.textfile import collect_dir, remove_files, require_file, spool
+from fathom.textfile import check_encoding, collect_dir, remove_files, require_file, spool
 
 __all__ = ["PREVIEW_CHARS", "Context", "ContextKind", "ContextMetadata", "load_spec"]
 _ERRORS = ("strict", "replace")
@@ -47,11 +47,17 @@ class Context:
     # -- constructors ---------------------------------------------------------------------
     @classmethod
     def from_value(cls, value: Any) -> Context:
-        """Wrap any supported input: str, list, dict, pathlib.Path or Context."""
+        """Wrap any supported input: str, list, dict, pathlib.Path or Context.
+
+        An empty str is a ContextError (a run on it could only guess); an empty list or dict
+        is a value like any other.
+        """
         if isinstance(value, Context):
             return value
         if isinstance(value, os.PathLike):
             return cls.from_path(Path(value))
+        if isinstance(value, str) and not value:
+            raise ContextError("The context is an empty str: pass the text to ask about.")
         return cls(ValueSource(value))
 
     @classmethod
@@ -62,55 +68,79 @@ class Context:
         return cls(ValueSource(text, label=source))
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike[str], *, errors: str = "strict") -> Context:
+    def from_path(cls, path: str | os.PathLike[str], *, errors: str = "strict",
+                  encoding: str | None = None, include_ignored: bool = False) -> Context:
         """A file becomes its text; a directory a dict relative path -> text.
 
-        `errors="strict"` rejects a file that is not valid UTF-8; `errors="replace"` reads it
-        anyway with U+FFFD for the bad bytes. Files of a directory that are binary or not
-        UTF-8 are skipped and listed in `metadata().skipped`.
+        Files are read as `encoding`, by default the one a byte-order mark names (UTF-8,
+        UTF-16, UTF-32), else UTF-8. `errors="strict"` rejects a file that does not decode;
+        `errors="replace"` reads it anyway with U+FFFD for the bad bytes. Files of a directory
+        that are binary or do not decode are skipped and listed in `metadata().skipped`, and
+        so are what its .gitignore files ignore and folders such as .venv or node_modules
+        (textfile.SKIPPED_DIRS), unless `include_ignored`. An empty file, or a directory
+        without text, is a ContextError.
         """
         _check_errors(errors)
+        encoding = check_encoding(encoding)
         path = Path(path).expanduser()
         if path.is_dir():
-            files, skipped = collect_dir(path, prefix="")
-            return cls(FilesSource(files, skipped, label=f"directory {path}"))
-        require_file(path)
-        return cls(TextFileSource(path, errors=errors, label=str(path)))
+            files, skipped = collect_dir(path, prefix="", include_ignored=include_ignored)
+            source: Source = FilesSource(files, skipped, label=f"directory {path}",
+                                         encoding=encoding)
+        else:
+            require_file(path)
+            source = TextFileSource(path, errors=errors, label=str(path), encoding=encoding)
+        return _with_text(cls(source))
 
     @classmethod
     def from_paths(
-        cls, items: Iterable[str | os.PathLike[str]], *, errors: str = "strict"
+        cls, items: Iterable[str | os.PathLike[str]], *, errors: str = "strict",
+        encoding: str | None = None, include_ignored: bool = False,
     ) -> Context:
-        """CLI inputs: one file -> str; "-" -> stdin text; several, a directory or globs -> dict."""
+        """CLI inputs: one file -> str; "-" -> stdin text; several, a directory or globs -> dict.
+
+        `errors`, `encoding` and `include_ignored` as for `from_path`.
+        """
         items = [items] if isinstance(items, str | os.PathLike) else list(items)
         if not items:
             raise ContextError("No context given: pass a file, a directory, a glob or '-'.")
         if len(items) == 1 and os.fspath(items[0]) == "-":
-            return cls.from_stdin(errors=errors)
+            return cls.from_stdin(errors=errors, encoding=encoding)
         only = os.fspath(items[0])
         if len(items) == 1 and (not _is_glob(only) or Path(only).expanduser().exists()):
-            return cls.from_path(items[0], errors=errors)
+            return cls.from_path(items[0], errors=errors, encoding=encoding,
+                                 include_ignored=include_ignored)
         if sum(os.fspath(item) == "-" for item in items) > 1:
             raise ContextError("'-' (standard input) can be given only once: it is read once.")
+        _check_errors(errors)
+        encoding = check_encoding(encoding)
         owned: list[Path] = []  # spooled stdin
         try:
-            files, skipped = _gather(items, owned)
+            files, skipped = _gather(items, owned, include_ignored)
             label = ", ".join(os.fspath(item) for item in items)
-            return cls(FilesSource(files, skipped, label=label, owned=owned))
+            source = FilesSource(files, skipped, label=label, owned=owned, encoding=encoding)
         except ContextError:
             remove_files(owned)
             raise
+        return _with_text(cls(source))
 
     @classmethod
-    def from_stdin(cls, stream: IO[bytes] | None = None, *, errors: str = "strict") -> Context:
-        """Standard input (or `stream`) as a str, spooled to a temporary file, not to memory."""
+    def from_stdin(cls, stream: IO[bytes] | None = None, *, errors: str = "strict",
+                   encoding: str | None = None) -> Context:
+        """Standard input (or `stream`) as a str, spooled to a temporary file, not to memory.
+
+        Empty input is a ContextError; `errors` and `encoding` as for `from_path`.
+        """
         _check_errors(errors)
+        encoding = check_encoding(encoding)
         spooled = spool(stream if stream is not None else sys.stdin.buffer)
         try:
-            return cls(TextFileSource(spooled, errors=errors, label="<stdin>", owned=True))
+            source = TextFileSource(spooled, errors=errors, label="<stdin>", owned=True,
+                                    encoding=encoding)
         except ContextError:
             spooled.unlink(missing_ok=True)
             raise
+        return _with_text(cls(source))
 
     # -- use ------------------------------------------------------------------------------
     @property
@@ -164,7 +194,7 @@ class Context:
 
 
 def _gather(
-    items: list[str | os.PathLike[str]], owned: list[Path]
+    items: list[str | os.PathLike[str]], owned: list[Path], include_ignored: bool
 ) -> tuple[dict[str, Path], dict[str, str]]:
     """Paths, directories and globs -> key -> file, and the files left out -> why.
 
@@ -187,13 +217,30 @@ def _gather(
         for match in matches:
             path, key = Path(match).expanduser(), Path(os.path.normpath(match)).as_posix()
             if path.is_dir():
-                found, left = collect_dir(path, prefix=key + "/")
+                found, left = collect_dir(path, prefix=key + "/",
+                                          include_ignored=include_ignored)
                 files.update(found)
                 skipped.update(left)
             else:
                 require_file(path)
                 files[key] = path
     return files, skipped
+
+
+def _with_text(context: Context) -> Context:
+    """`context`, or ContextError (closing it) when there is no character to ask about."""
+    meta = context.metadata()
+    if meta.total_chars:
+        return context
+    context.close()
+    if meta.source == "<stdin>":
+        raise ContextError("Standard input is empty: pipe text in (cat notes.md | fathom ask - "
+                           "...) and check that the command before the pipe printed it, or "
+                           "pass a file instead of '-'.")
+    if meta.kind == "str":
+        raise ContextError(f"Context file {meta.source} is empty: pass a file with text in it.")
+    raise ContextError(f"The {meta.items} text file(s) of {meta.source} are all empty: pass "
+                       "files with text in them.")
 
 
 def _is_glob(text: str) -> bool:

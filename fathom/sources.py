@@ -1,8 +1,9 @@
 """Where a context's value comes from: three sources, each describing, loading and closing itself.
 
 - ValueSource: a str, or a list/dict of JSON-like values, held in memory (validated once);
-- TextFileSource: one UTF-8 text file, a str the parent never decodes whole: one streaming
-  pass gives the character and line counts, head and tail;
+- TextFileSource: one text file (UTF-8, or the encoding named or marked by a BOM), a str the
+  parent never decodes whole: one streaming pass gives the character and line counts, head
+  and tail;
 - FilesSource: several text files, a dict key -> text.
 
 `worker_spec(scratch)` is the small JSON-able description a worker process loads with
@@ -32,9 +33,12 @@ from fathom.errors import ContextError
 from fathom.jsonvalue import check_json, clip, json_len, unsupported, write_json
 from fathom.textfile import (
     CHUNK,
+    BinaryFileError,
     NotUTF8Error,
     TextScan,
+    binary_file,
     decode_file,
+    file_encoding,
     remove_files,
     scan_str,
     scan_text,
@@ -261,13 +265,18 @@ def spilled_size(value: Value) -> int:
 
 
 class TextFileSource(Source):
-    """One UTF-8 text file, a str: scanned once here, decoded only where it is used."""
+    """One text file, a str: scanned once here, decoded only where it is used."""
 
     kind: ContextKind = "str"
 
-    def __init__(self, path: Path, *, errors: str, label: str, owned: bool = False) -> None:
-        """`owned`: the file is ours to remove on close (spooled stdin)."""
-        self._scan = scan_text(path, errors, PREVIEW_CHARS, TAIL_CHARS)
+    def __init__(self, path: Path, *, errors: str, label: str, owned: bool = False,
+                 encoding: str | None = None) -> None:
+        """`owned`: the file is ours to remove on close (spooled stdin). `encoding` None:
+        the one a byte-order mark names, else UTF-8. BinaryFileError for NUL bytes."""
+        self.encoding = file_encoding(path, encoding)
+        if sniff_binary(path, self.encoding) == "binary":
+            raise BinaryFileError(binary_file(label))
+        self._scan = scan_text(path, errors, PREVIEW_CHARS, TAIL_CHARS, self.encoding)
         self.path = path.resolve()
         self.errors = errors
         super().__init__(label, owned=[path] if owned else [])
@@ -289,32 +298,39 @@ class TextFileSource(Source):
         _require_existing(self.files())
         path = str(self.path)
         return {"v": SPEC_VERSION, "format": "text", "kind": "str", "path": path,
-                "errors": self.errors, "paths": [path], "bytes": self._scan.size}
+                "encoding": self.encoding, "errors": self.errors, "paths": [path],
+                "bytes": self._scan.size}
 
 
 class FilesSource(Source):
-    """Text files as a dict key -> text; files that are binary or not UTF-8 are skipped."""
+    """Text files as a dict key -> text; files that are binary or do not decode are skipped."""
 
     kind: ContextKind = "dict"
 
     def __init__(self, files: dict[str, Path], skipped: dict[str, str], *, label: str,
-                 owned: Iterable[Path] = ()) -> None:
-        """ContextError when no file is UTF-8 text."""
+                 owned: Iterable[Path] = (), encoding: str | None = None) -> None:
+        """ContextError when no file is text. `encoding` as for TextFileSource, per file."""
         self.paths: dict[str, Path] = {}
         self._scans: dict[str, TextScan] = {}
+        self.encodings: dict[str, str] = {}  # key -> encoding, for the files not in UTF-8
         left = dict(skipped)
         for key in sorted(files):
-            scan = _scan_member(files[key])
+            file_enc = file_encoding(files[key], encoding)
+            scan = _scan_member(files[key], file_enc)
             if isinstance(scan, str):
                 left[key] = scan
             else:
                 self.paths[key], self._scans[key] = files[key].resolve(), scan
+                if file_enc != "utf-8":
+                    self.encodings[key] = file_enc
         self._skipped = dict(sorted(left.items()))
         if not self.paths:
             shown = ", ".join(f"{k} ({v})" for k, v in list(self._skipped.items())[:10])
-            raise ContextError(f"No UTF-8 text files found in {label}"
+            raise ContextError(f"No text files found in {label}"
                                + (f"; skipped: {shown}" if shown else "")
-                               + ". Pass text files, or convert the files to UTF-8.")
+                               + ". Pass text files (--include-ignored, or include_ignored="
+                               "True, reads what .gitignore and the default skip list leave "
+                               "out; --encoding names the files' encoding).")
         super().__init__(label, owned)
 
     @property
@@ -343,19 +359,22 @@ class FilesSource(Source):
         files = {key: str(path) for key, path in self.paths.items()}
         # "replace": each file was valid UTF-8 when scanned; one edited since still loads.
         return {"v": SPEC_VERSION, "format": "files", "kind": "dict", "files": files,
-                "errors": "replace", "paths": sorted(set(files.values())),
+                "encodings": self.encodings, "errors": "replace",
+                "paths": sorted(set(files.values())),
                 "bytes": sum(scan.size for scan in self._scans.values())}
 
 
 def load_spec(spec: dict[str, Any]) -> Value:
     """Load a context from a `worker_spec` (in the worker), one decode per file."""
-    fmt, errors = spec.get("format"), spec.get("errors", "strict")
+    fmt, errors, encoding = spec.get("format"), spec.get("errors", "strict"), spec.get("encoding")
     if spec.get("v") != SPEC_VERSION or fmt not in ("text", "json", "files"):
         raise ContextError(f"Unknown context spec {spec!r}: the parent and the worker must run "
                            "the same fathom version.")
     if fmt == "files":
-        return {key: decode_file(Path(path), errors) for key, path in spec["files"].items()}
-    text = decode_file(Path(spec["path"]), errors)
+        encodings = spec.get("encodings", {})
+        return {key: decode_file(Path(path), errors, encodings.get(key, "utf-8"))
+                for key, path in spec["files"].items()}
+    text = decode_file(Path(spec["path"]), errors, encoding or "utf-8")
     if fmt == "text":
         return text
     value = json.loads(text)
@@ -423,15 +442,15 @@ def _items_metadata(kind: ContextKind, lengths: list[int], keys: tuple[str, ...]
                            skipped=tuple(skipped), skip_reasons=dict(skipped))
 
 
-def _scan_member(path: Path) -> TextScan | str:
+def _scan_member(path: Path, encoding: str) -> TextScan | str:
     """The scan of one file of a set, or why it is left out."""
-    reason = sniff_binary(path)
+    reason = sniff_binary(path, encoding)
     if reason is not None:
         return reason
     try:
-        return scan_text(path, "strict", PREVIEW_CHARS, TAIL_CHARS)
+        return scan_text(path, "strict", PREVIEW_CHARS, TAIL_CHARS, encoding)
     except NotUTF8Error:
-        return "not UTF-8 text"
+        return "not UTF-8 text" if encoding == "utf-8" else f"not {encoding} text"
     except ContextError as exc:
         return f"unreadable: {exc}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -115,9 +116,26 @@ def test_file_without_final_newline_counts_last_line(tmp_path: Path) -> None:
     assert meta.lines == 2 and meta.total_chars == 7
 
 
-def test_empty_file(tmp_path: Path) -> None:
-    ctx = Context.from_path(write(tmp_path / "empty.txt", ""))
-    assert ctx.metadata().total_chars == 0 and ctx.load() == ""
+def test_empty_input_is_an_error_saying_what_was_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ContextError, match=r"empty.txt is empty"):
+        Context.from_path(write(tmp_path / "empty.txt", ""))
+    with pytest.raises(ContextError, match="Standard input is empty"):
+        Context.from_stdin(io.BytesIO(b""))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    with pytest.raises(ContextError, match="Standard input is empty"):
+        Context.from_paths(["-"])
+    write(tmp_path / "dir" / "a.txt", "")
+    write(tmp_path / "dir" / "b.txt", "")
+    with pytest.raises(ContextError, match=r"2 text file\(s\) of directory .*dir are all empty"):
+        Context.from_path(tmp_path / "dir")
+    with pytest.raises(ContextError, match="No text files found"):
+        Context.from_path((tmp_path / "nothing").mkdir() or tmp_path / "nothing")
+    with pytest.raises(ContextError, match="empty str"):
+        Context.from_value("")
+    assert Context.from_value([]).metadata().items == 0  # an empty list or dict is a value
+    assert Context.from_value({}).load() == {}
 
 
 def test_scan_matches_decode_for_chunk_boundaries(tmp_path: Path) -> None:
@@ -135,6 +153,7 @@ def test_invalid_utf8_file_is_an_error_with_the_fix(tmp_path: Path) -> None:
         Context.from_path(path)
     message = str(err.value)
     assert str(path) in message and "not UTF-8" in message and "errors='replace'" in message
+    assert "--encoding latin-1" in message and "--encoding-errors replace" in message
     assert "byte 3" in message
 
 
@@ -199,7 +218,7 @@ def test_directory_worker_spec_points_at_the_files(project: Path, tmp_path: Path
 
 def test_directory_without_text_files_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "only.bin").write_bytes(b"\0\1\2")
-    with pytest.raises(ContextError, match=r"No UTF-8 text files.*only.bin \(binary\)"):
+    with pytest.raises(ContextError, match=r"No text files.*only.bin \(binary\)"):
         Context.from_path(tmp_path)
 
 
@@ -392,3 +411,111 @@ def test_an_existing_file_with_glob_characters_is_a_file(tmp_path: Path) -> None
     path = tmp_path / "notes[1].txt"
     path.write_text("literal")
     assert Context.from_paths([str(path)]).load() == "literal"
+
+
+# -- encodings -------------------------------------------------------------------------------
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be",
+                                      "utf-32"])
+def test_a_byte_order_mark_names_the_encoding(tmp_path: Path, encoding: str) -> None:
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")
+    text = MULTIBYTE * 3
+    path = tmp_path / "wide.txt"
+    path.write_bytes(bom + text.encode(encoding))
+    ctx = Context.from_path(path)
+    meta = ctx.metadata()
+    assert meta.total_chars == len(text) and meta.lines == 3 and meta.preview == text
+    assert ctx.load() == text  # no BOM character, no NULs
+    spec = ctx.worker_spec(tmp_path / "scratch")
+    code = ("import json, sys; from fathom.context import load_spec; "
+            "print(ascii(load_spec(json.loads(sys.argv[1]))))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == ascii(text)  # the worker decodes it the same way
+    folder = Context.from_path(tmp_path)
+    assert folder.load() == {"wide.txt": text} and not folder.skipped
+
+
+def test_a_long_utf16_file_counts_and_previews_like_utf8(tmp_path: Path) -> None:
+    text = MULTIBYTE * 100_000  # several chunks
+    path = tmp_path / "long.txt"
+    path.write_bytes(text.encode("utf-16"))
+    meta = Context.from_path(path).metadata()
+    assert meta.total_chars == len(text) and meta.lines == 100_000
+    assert text.startswith(meta.preview) and text.endswith(meta.tail)
+
+
+def test_encoding_is_named_for_a_file_a_directory_and_stdin(tmp_path: Path) -> None:
+    path = tmp_path / "old" / "latin1.txt"
+    path.parent.mkdir()
+    path.write_bytes("café naïve".encode("latin-1"))
+    assert Context.from_path(path, encoding="latin-1").load() == "café naïve"
+    assert Context.from_paths([tmp_path / "old"], encoding="latin-1").load() == {
+        "latin1.txt": "café naïve"}
+    stdin = Context.from_stdin(io.BytesIO("olé".encode("cp1252")), encoding="cp1252")
+    assert stdin.load() == "olé"
+    with pytest.raises(ContextError, match="Unknown encoding 'klingon'"):
+        Context.from_path(path, encoding="klingon")
+
+
+def test_a_nul_heavy_file_is_refused_as_binary_at_once(tmp_path: Path) -> None:
+    sparse = tmp_path / "disk.img"
+    with open(sparse, "wb") as handle:
+        handle.truncate(2 * 2**30)  # 2 GB of NULs, sparse: nothing is written
+    with pytest.raises(ContextError, match=r"disk.img is binary.*--encoding utf-16-le"):
+        Context.from_path(sparse)
+    write(tmp_path / "notes.txt", "text")
+    ctx = Context.from_path(tmp_path)
+    assert ctx.load() == {"notes.txt": "text"} and ctx.metadata().skip_reasons == {
+        "disk.img": "binary"}
+    with pytest.raises(ContextError, match="<stdin> is binary"):
+        Context.from_stdin(io.BytesIO(b"\0" * 100))
+
+
+# -- what a directory leaves out -------------------------------------------------------------
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    write(root / "main.py", "print(1)\n")
+    write(root / ".gitignore", "*.log\n!keep.log\ngenerated/\n")
+    write(root / "run.log", "noise")
+    write(root / "keep.log", "kept")
+    write(root / "generated" / "out.txt", "made")
+    write(root / "docs" / ".gitignore", "draft.md\n")
+    write(root / "docs" / "draft.md", "draft")
+    write(root / "docs" / "guide.md", "guide")
+    write(root / "draft.md", "not under docs: kept")
+    write(root / ".git" / "info" / "exclude", "local.txt\n")
+    write(root / "local.txt", "mine")
+    for folder in (".venv/lib/site.py", ".venv/bin/activate", "node_modules/x/index.js",
+                   "src/__pycache__/m.pyc", "pkg.egg-info/PKG-INFO", "build/lib/a.py"):
+        write(root / folder, "x")
+    return root
+
+
+def test_a_directory_honours_gitignore_and_skips_tool_folders(repo: Path) -> None:
+    ctx = Context.from_path(repo)
+    assert set(ctx.load()) == {".gitignore", "main.py", "keep.log", "docs/.gitignore",
+                               "docs/guide.md", "draft.md"}
+    reasons = ctx.metadata().skip_reasons
+    assert reasons == {
+        ".venv/": "skipped by default, 2 files", "build/": "skipped by default, 1 file",
+        "docs/draft.md": "ignored by .gitignore", "generated/": "ignored by .gitignore, 1 file",
+        "local.txt": "ignored by .gitignore", "node_modules/": "skipped by default, 1 file",
+        "pkg.egg-info/": "skipped by default, 1 file", "run.log": "ignored by .gitignore",
+        "src/__pycache__/": "skipped by default, 1 file",
+    }
+    assert ".venv/ (skipped by default, 2 files)" in describe_context(ctx.metadata())
+
+
+def test_include_ignored_reads_everything_but_vcs_folders(repo: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = Context.from_path(repo, include_ignored=True)
+    value = ctx.load()
+    assert isinstance(value, dict) and len(value) == 16 and not ctx.skipped
+    assert ".venv/lib/site.py" in value and "run.log" in value
+    assert not any(key.startswith(".git/") for key in value)
+    monkeypatch.chdir(tmp_path)
+    listed = Context.from_paths(["repo", "repo/main.py"]).metadata().skip_reasons
+    assert "repo/.venv/" in listed
+    assert "repo/.venv/lib/site.py" in Context.from_paths(["repo", "repo/main.py"],
+                                                          include_ignored=True).load()
