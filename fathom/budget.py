@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from fathom.errors import BudgetExceeded, ConfigError
 from fathom.lm.base import Usage
 
+# The `fathom ask` option that sets each Budget field (calls has none).
+CLI_FLAGS = {"usd": "--max-usd", "tokens": "--max-tokens", "seconds": "--max-seconds"}
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -128,7 +131,6 @@ class Spend:
     def describe_limit(self, limit: str) -> str:
         """A message naming the limit reached and how to raise it."""
         value = getattr(self.budget, limit)
-        return (
-            f"Budget reached: {limit} limit of {value} "
-            f"(raise Budget({limit}=...) to let the run go further)."
-        )
+        flag = CLI_FLAGS.get(limit)
+        how = f"{flag} or Budget({limit}=...)" if flag else f"Budget({limit}=...)"
+        return f"Budget reached: {limit} limit of {value} (raise {how} to let the run go further)."

@@ -1,8 +1,9 @@
 """The `fathom` command: a thin layer that parses options and calls the library.
 
 Answers and requested output go to stdout; progress, summaries and errors go to
-stderr, so `fathom ask ... > answer.txt` and pipes work. Exit codes: 0 answered,
-1 the run failed, 2 bad usage or unreadable input, 3 stopped by a budget.
+stderr, so `fathom ask ... > answer.txt` and pipes work; stdout holds only an answer.
+Exit codes (EXIT_*): 0 answered with FINAL, 1 the run failed, 2 bad usage or unreadable
+input, 3 stopped by a budget, 4 a forced answer at --max-iterations, 128+N killed by signal N.
 
 Text from a model, the sandbox or the input is escaped (`fathom.terminal`) in
 everything meant for a person: progress, errors, reports, and the answer when
@@ -16,8 +17,10 @@ import inspect
 import json
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import click
@@ -34,7 +37,7 @@ from fathom.errors import (
 from fathom.sandbox import ISOLATION_LEVELS, IsolationLevel, sandbox_names
 from fathom.terminal import is_terminal, safe_json, safe_text
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_FORCED = 0, 1, 2, 3, 4
 
 ASK_HELP = """Answer QUESTION about the files, directories or globs in PATH... .
 
@@ -58,8 +61,14 @@ LM Studio work), anthropic:MODEL, local, local:/path/model.gguf. Default:
 $FATHOM_MODEL, else openai:gpt-5-mini if OPENAI_API_KEY is set, else local.
 
 \b
-Exit codes: 0 answered, 1 run failed, 2 bad usage or unreadable input,
-3 stopped by a budget (--max-usd, --max-seconds, --max-tokens).
+Exit codes:
+  0    answered: the model gave its answer with FINAL
+  1    the run failed
+  2    bad usage or unreadable input
+  3    stopped by a budget (--max-usd, --max-seconds, --max-tokens); stdout has no
+       answer (--json keeps the best-effort text, answer_source "best_effort")
+  4    no FINAL within --max-iterations: stdout has the model's forced last reply
+  130  interrupted (Ctrl-C); 143 SIGTERM, 129 SIGHUP: the run is cancelled and cleaned up
 """
 
 
@@ -137,6 +146,12 @@ def main() -> None:
               help="Stop after this many seconds.")
 @click.option("--max-tokens", type=click.IntRange(min=0), default=None,
               help="Stop after this many tokens in total.")
+@click.option("--price", "prices", multiple=True, callback=lambda _c, _p, v: _parse_prices(v),
+              metavar="MODEL=IN,OUT",
+              help="USD per million input and output tokens of MODEL, for --max-usd and the "
+                   "summary (repeatable), e.g. --price openai:my-model=0.25,2.00.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Model calls of the whole run that may be in flight at once.")
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run's events to this JSONL file (see `fathom view`).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -158,6 +173,7 @@ def ask(
     paths: tuple[str, ...], question: str, model: str | None, sub_model: str | None,
     sandbox: str, isolation: IsolationLevel, max_iterations: int, max_depth: int,
     max_usd: float | None, max_seconds: float | None, max_tokens: int | None,
+    prices: list[tuple[str, float, float]], max_concurrency: int,
     trace: Path | None, cache: Path | None, as_json: bool, quiet: bool,
     encoding: str | None, encoding_errors: str, include_ignored: bool,
 ) -> None:
@@ -165,6 +181,8 @@ def ask(
 
     if not question.strip():
         _fail("the question is empty: pass it with -q \"...\"", EXIT_USAGE)
+    _cancel_on_signals()
+    _set_prices(prices, max_usd, model, sub_model)
     context = _read_context(paths, encoding, encoding_errors, include_ignored, quiet)
     budget = None
     if max_usd is not None or max_seconds is not None or max_tokens is not None:
@@ -173,7 +191,7 @@ def ask(
     try:
         rlm = fathom.RLM(
             model=model, sub_model=sub_model, sandbox=sandbox, sandbox_isolation=isolation,
-            max_iterations=max_iterations,
+            max_iterations=max_iterations, max_concurrency=max_concurrency,
             max_depth=max_depth, budget=budget, trace=trace, cache=cache,
             on_event=None if quiet else progress,
         )
@@ -182,31 +200,13 @@ def ask(
     except FathomError as exc:
         _fail(str(exc), _exit_code_for(exc))
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        signum = _signals_received[-1] if _signals_received else signal.SIGINT
+        _fail("interrupted" if signum == signal.SIGINT else
+              f"stopped by {signal.Signals(signum).name}", 128 + signum)
     finally:
         _close(context)
     progress.summary(result)  # never raises: the answer below always gets out
-    if as_json:
-        _echo_json(result.to_dict())
-    elif result.answer:
-        _echo_answer(result.answer)
-    if result.stop_reason == "budget":
-        limit = f" ({result.budget_limit})" if result.budget_limit else ""
-        if not quiet:
-            said = "the answer above is the best available so far" if result.answer else (
-                "no answer was reached")
-            click.echo(f"fathom: stopped by the budget{limit}; {said}", err=True)
-        sys.exit(EXIT_BUDGET)
-    if result.stop_reason == "error" or not result.answer:
-        # A key the provider rejected mid-run is as much the user's to fix as a missing one.
-        code = _exit_code_for(result.error_type)
-        if not as_json:
-            _fail(result.error or f"the run ended ({result.stop_reason}) without an answer", code)
-        sys.exit(code)
-    if result.stop_reason == "max_iterations" and not quiet:
-        click.echo(f"fathom: no FINAL after {result.iterations} iterations; the answer is the "
-                   "model's best guess (raise --max-iterations?)", err=True)
-    sys.exit(EXIT_OK)
+    _finish(result, as_json=as_json, quiet=quiet)
 
 
 def _read_context(paths: tuple[str, ...], encoding: str | None, errors: str,
@@ -233,6 +233,92 @@ def _read_context(paths: tuple[str, ...], encoding: str | None, errors: str,
                 click.echo(safe_text(f"fathom: skipped {len(entries)} {kind}: {shown}{more}"
                                      f"{hint}"), err=True)
     return context
+
+
+def _finish(result: fathom.Result, *, as_json: bool, quiet: bool) -> NoReturn:
+    """Print the answer (only one the model gave: FINAL or forced) and exit with its code."""
+    given = result.answer_source in ("final", "forced")
+    if as_json:
+        _echo_json(result.to_dict())
+    elif given:
+        _echo_answer(result.answer)
+    if result.stop_reason == "budget":
+        limit = f" ({result.budget_limit})" if result.budget_limit else ""
+        if not quiet:
+            said = "no answer was reached" + (
+                " (--json shows the best-effort text so far)" if result.answer else "")
+            click.echo(f"fathom: stopped by the budget{limit}; {said}", err=True)
+        sys.exit(EXIT_BUDGET)
+    if result.stop_reason == "error" or not given:
+        # A key the provider rejected mid-run is as much the user's to fix as a missing one.
+        code = _exit_code_for(result.error_type)
+        if not as_json:
+            hint = " (raise --max-iterations?)" if result.stop_reason == "max_iterations" else ""
+            _fail(result.error or
+                  f"the run ended ({result.stop_reason}) without an answer{hint}", code)
+        sys.exit(code)
+    if result.answer_source == "forced":
+        # Said even with --quiet: this answer is not one the model chose to give.
+        click.echo(f"fathom: no FINAL after {result.iterations} iterations; the answer is the "
+                   "model's forced last reply (raise --max-iterations?)", err=True)
+        sys.exit(EXIT_FORCED)
+    sys.exit(EXIT_OK)
+
+
+_signals_received: list[int] = []
+
+
+def _cancel_on_signals() -> None:
+    """SIGTERM and SIGHUP take Ctrl-C's path: the run is cancelled, cleans up and ends
+    its trace; `ask` then exits 128 + the signal's number."""
+
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        _signals_received.append(signum)
+        on_interrupt = signal.getsignal(signal.SIGINT)  # asyncio's while a run is going
+        if not callable(on_interrupt):
+            raise KeyboardInterrupt
+        on_interrupt(signal.SIGINT, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, cancel)
+
+
+def _parse_prices(values: tuple[str, ...]) -> list[tuple[str, float, float]]:
+    prices = []
+    for value in values:
+        model, _, pair = value.rpartition("=")
+        try:
+            inp, out = (float(part) for part in pair.split(","))
+            if not model or inp < 0 or out < 0:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: write MODEL=IN,OUT, USD per million input and output tokens "
+                "(e.g. openai:my-model=0.25,2.00)", param_hint="--price") from None
+        prices.append((model, inp, out))
+    return prices
+
+
+def _set_prices(prices: list[tuple[str, float, float]], max_usd: float | None,
+                model: str | None, sub_model: str | None) -> None:
+    """Register --price; refuse --max-usd for a model whose price is unknown (it would be $0)."""
+    from fathom.lm import default_model, pricing
+    from fathom.rlm import unpriced_models
+
+    for name, inp, out in prices:
+        pricing.set_price(name, inp, out)
+    if max_usd is None:
+        return
+    try:
+        root = model or default_model()
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    unpriced = unpriced_models([root, sub_model or root])
+    if unpriced:
+        example = " ".join(f"--price {name}=IN,OUT" for name in unpriced)
+        _fail(f"--max-usd cannot limit {' and '.join(unpriced)}: fathom does not know its "
+              f"price, so its calls would count as $0. Give it with {example} (USD per "
+              "million input and output tokens), or use --max-tokens instead.", EXIT_USAGE)
 
 
 def _close(context: Any) -> None:

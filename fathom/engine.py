@@ -20,7 +20,7 @@ from fathom.context import Context
 from fathom.errors import BudgetExceeded, FathomError, LMError
 from fathom.lm.base import Message
 from fathom.lm.pricing import CHARS_PER_TOKEN
-from fathom.result import Result, StopReason
+from fathom.result import AnswerSource, Result, StopReason
 from fathom.sandbox import create
 from fathom.sandbox.base import ExecResult, Sandbox
 from fathom.trace import (
@@ -45,6 +45,7 @@ class Engine:
         self.handle = handle
         self._last_text = ""
         self._last_output = ""
+        self._source: AnswerSource | None = None  # set with an answer the model gave
         self._digest: list[str] = []
         self._placeholders: set[int] = set()
         self._elided = 0
@@ -118,6 +119,7 @@ class Engine:
             run_id=self.handle.run_id, seconds=seconds, error=error,
             budget_limit=(spend.stopped_by or spend.exhausted()) if reason == "budget" else None,
             error_type=error_type,
+            answer_source=(self._source or "best_effort") if answer else None,
         )
 
     async def _loop(
@@ -187,6 +189,7 @@ class Engine:
 
     def _finish(self, answer: str, source: str) -> tuple[str, StopReason]:
         self._event(FinalEvent, answer=answer, source=source, iteration=self.handle.iteration)
+        self._source = "final"
         return answer, "final"
 
     async def _ask(self, messages: list[Message], *, last: bool = False) -> str:
@@ -210,9 +213,15 @@ class Engine:
         except BudgetExceeded:
             return self._best_answer()
         if final is not None:
+            self._source = "forced"  # a FINAL, but one the model was made to give
             return final[0]
-        answer = protocol.strip_code(reply).strip() or self._best_answer()
+        if protocol.find_final(reply) is not None:  # a FINAL_VAR that did not resolve
+            return self._best_answer()
+        answer = protocol.strip_code(reply).strip()
+        if not answer:
+            return self._best_answer()
         self._event(FinalEvent, answer=answer, source="forced", iteration=self.handle.iteration)
+        self._source = "forced"
         return answer
 
     def _best_answer(self) -> str:

@@ -8,6 +8,9 @@ from typing import Any, Literal
 from fathom.lm.base import Usage
 
 StopReason = Literal["final", "max_iterations", "budget", "error"]
+# Where `answer` came from: the model's FINAL, its one forced reply at max_iterations, or,
+# with neither, the engine's best effort (the last printed output or the model's last words).
+AnswerSource = Literal["final", "forced", "best_effort"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Result:
     error: str | None = None
     budget_limit: str | None = None  # which Budget field stopped the run, when one did
     error_type: type[Exception] | None = None  # the exception class behind `error`
+    answer_source: AnswerSource | None = None  # None when there is no answer at all
 
     @property
     def total_usage(self) -> Usage:
@@ -47,4 +51,5 @@ class Result:
             "error": self.error,
             "budget_limit": self.budget_limit,
             "error_type": self.error_type.__name__ if self.error_type else None,
+            "answer_source": self.answer_source,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -164,7 +165,7 @@ class RLM:
                 writer.close()
             if owned:
                 ctx.close()
-        if self.trace is not None:
+        if writer is not None and writer.error is None:
             result = dataclasses.replace(result, trace_path=str(self.trace))
         return result
 
@@ -192,20 +193,17 @@ class RLM:
             )
 
     def _check_prices(self, router: ModelRouter) -> None:
-        """Warn when a dollar budget cannot see what a model costs."""
+        """Warn, once, when a dollar budget cannot see what a model costs."""
         if self.budget is None or self.budget.usd is None:
             return
-        from fathom.lm import pricing
-
-        for lm in {router.root.name: router.root, router.sub.name: router.sub}.values():
-            provider, _, model = lm.name.partition(":")
-            if provider in ("openai", "anthropic") and not pricing.is_priced(model or lm.name):
-                warnings.warn(
-                    f"Budget(usd=...) cannot limit {lm.name}: it is not in fathom's price "
-                    "table, so its calls count as $0. Set its price with "
-                    "fathom.lm.pricing.set_price(...) or add a tokens/calls limit.",
-                    stacklevel=3,
-                )
+        names = unpriced_models([router.root.name, router.sub.name])
+        if names:
+            warnings.warn(
+                f"Budget(usd=...) cannot limit {' and '.join(names)}: not in fathom's price "
+                "table, so its calls count as $0. Set a price with fathom.lm.pricing.set_price"
+                "(model, input, output) (USD per million tokens), or add a tokens/calls limit.",
+                stacklevel=_caller_stacklevel(),
+            )
 
     def _cache_wrapper(self) -> Callable[[LM], LM]:
         if self.cache is None:
@@ -214,6 +212,27 @@ class RLM:
 
         store = ResponseCache(self.cache)
         return lambda lm: CachedLM(lm, store)
+
+
+def unpriced_models(names: list[str]) -> list[str]:
+    """The paid models among `names` that fathom has no price for (so a usd limit misses them)."""
+    from fathom.lm import pricing
+
+    unpriced = []
+    for name in dict.fromkeys(names):
+        provider, _, model = name.partition(":")
+        if provider in ("openai", "anthropic") and not pricing.is_priced(model or name):
+            unpriced.append(name)
+    return unpriced
+
+
+def _caller_stacklevel() -> int:
+    """The stacklevel of the first frame outside fathom and asyncio: the user's call."""
+    skipped = (str(Path(__file__).parent), str(Path(asyncio.__file__).parent))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(skipped):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_positive(**values: float) -> None:

@@ -16,6 +16,7 @@ written as escapes, and the reader splits on "\n" only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -215,7 +216,8 @@ class TraceWriter:
     `trace_truncated` note is written and later events are dropped, all but the root run's
     `run_end`; so the file stays within `max_bytes` plus those two lines. A path is written
     by one writer at a time in this process: a second writer for the same file is refused
-    with ConfigError until the first is closed.
+    with ConfigError until the first is closed. A write that fails (a full disk, EIO) is
+    reported once as a warning and ends the trace, never the run: `error` then says why.
     """
 
     _open: ClassVar[set[Path]] = set()
@@ -225,6 +227,7 @@ class TraceWriter:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.truncated = False
+        self.error: str | None = None
         self._written = 0
         self._key = self.path.resolve()
         with self._open_lock:
@@ -263,17 +266,36 @@ class TraceWriter:
 
     def _write(self, line: bytes) -> None:
         assert self._file is not None
-        self._file.write(line)
-        self._file.flush()
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as exc:
+            self._stop(exc)
+            return
         self._written += len(line)
 
     def close(self) -> None:
         """Close the file; later events are dropped."""
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except OSError as exc:
+                    self._file = None
+                    self._stop(exc)
+                    return
                 self._file = None
                 self._release()
+
+    def _stop(self, exc: OSError) -> None:
+        """The trace cannot be written: say so once, and drop it (the run goes on)."""
+        self.error = f"Cannot write the trace {self.path}: {exc.strerror or exc}"
+        logger.warning("fathom: %s; the run goes on without a trace.", self.error)
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # the buffer still holds what failed
+                self._file.close()
+            self._file = None
+        self._release()
 
     def _release(self) -> None:
         with self._open_lock:

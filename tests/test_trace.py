@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import fathom
 from fathom.errors import ConfigError, TraceError
+from fathom.lm import ScriptedLM
 from fathom.trace import (
     EVENT_TYPES,
     FIELD_MAX_CHARS,
@@ -313,3 +315,30 @@ def test_a_sink_that_raises_is_dropped_and_the_others_keep_getting_events(
         sinks(IterationEvent(run_id="r", depth=0, t=float(t)))
     assert len(seen) == 3
     assert sum("bug in a callback" in r.getMessage() for r in caplog.records) == 1
+
+
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+
+
+@needs_dev_full
+def test_a_write_that_fails_is_reported_once_and_ends_the_trace_not_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = TraceWriter("/dev/full")  # opens, but every write fails with ENOSPC
+    for t in range(3):
+        writer(IterationEvent(run_id="r", depth=0, t=float(t)))
+    writer(RunEnd(run_id="r", depth=0, t=3.0))
+    writer.close()  # the unflushed buffer does not raise either
+    assert writer.error == "Cannot write the trace /dev/full: No space left on device"
+    assert [r.getMessage() for r in caplog.records] == [
+        "fathom: Cannot write the trace /dev/full: No space left on device; "
+        "the run goes on without a trace."
+    ]
+    TraceWriter("/dev/full").close()  # the path is free again
+
+
+@needs_dev_full
+def test_a_run_whose_trace_fails_still_answers_without_a_trace_path() -> None:
+    result = fathom.RLM(ScriptedLM(["FINAL(42)"]), sandbox="inprocess", trace="/dev/full").run(
+        "q", "c")
+    assert (result.answer, result.stop_reason, result.trace_path) == ("42", "final", None)

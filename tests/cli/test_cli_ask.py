@@ -123,7 +123,7 @@ def test_a_key_the_server_rejects_is_a_usage_error(fathom_cli: Runner, tmp_path:
     assert "OPENAI_API_KEY" in out.stderr
 
 
-def test_budget_stop_exits_3_and_prints_the_best_answer(fathom_cli: Runner, tmp_path: Path) -> None:
+def test_budget_stop_exits_3_and_prints_no_answer(fathom_cli: Runner, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("some text " * 50)
     root = ["I think the answer is 42 but let me check.\n```repl\nprint(len(context))\n```",
             "FINAL(never reached)"]
@@ -132,17 +132,19 @@ def test_budget_stop_exits_3_and_prints_the_best_answer(fathom_cli: Runner, tmp_
                          base_url=server.base_url)
         assert len(server.requests) == 1  # the limit stopped the second call before it started
     assert out.returncode == 3, out.stderr
-    assert out.stdout.strip()  # the engine's best answer so far (its reasoning or last output)
-    assert "budget" in out.stderr
+    assert out.stdout == ""  # stdout holds only an answer the model gave
+    assert "budget" in out.stderr and "--json shows the best-effort text" in out.stderr
 
 
 def test_json_on_budget_stop_still_parses(fathom_cli: Runner, tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x" * 400)
     with ScriptedOpenAIServer(script([EXPLORE, "FINAL(no)"])) as server:
-        out = fathom_cli("ask", "a.txt", "-q", "What?", "--max-usd", "0", "--json", *ASK,
+        out = fathom_cli("ask", "a.txt", "-q", "What?", "--max-usd", "0", "--json",
+                         "--price", "openai:x=1,1", *ASK,
                          base_url=server.base_url)
     assert out.returncode == 3
-    assert json.loads(out.stdout)["stop_reason"] == "budget"
+    data = json.loads(out.stdout)
+    assert (data["stop_reason"], data["answer_source"]) == ("budget", None)
 
 
 def test_trace_view_and_replay_from_the_command_line(fathom_cli: Runner, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_help_lists_commands_and_ask_help_has_worked_examples(fathom_cli: Runner
     assert ask.returncode == 0
     assert 'fathom ask novel.txt -q "Which city did Marta move to?"' in ask.stdout
     assert "cat report.md | fathom ask - -q" in ask.stdout
-    assert "Exit codes: 0 answered" in ask.stdout
+    assert "Exit codes:" in ask.stdout and "4    no FINAL within --max-iterations" in ask.stdout
 
 
 def test_view_of_missing_or_malformed_trace_exits_2(fathom_cli: Runner, tmp_path: Path) -> None:
