@@ -17,8 +17,7 @@ from typing import Any, TypeVar
 from fathom import repl_api
 from fathom.calls import CallSite, Role, RunHandle
 from fathom.errors import BudgetExceeded, ConfigError
-from fathom.lm.base import Message
-from fathom.lm.pricing import CHARS_PER_TOKEN
+from fathom.lm.base import Message, prompt_room
 from fathom.repl_api import CallRefused, FunctionSpec
 from fathom.tree import RunTree
 
@@ -33,8 +32,8 @@ class SubCalls:
         self.run = run
         self.concurrency = tree.config.max_concurrency
         self.max_batch = tree.config.sandbox_options.max_batch
-        window = tree.router.sub.context_window * CHARS_PER_TOKEN
-        self._specs = [f.spec.render(sub_window=f"{window:,}") for f in repl_api.functions()]
+        room = prompt_room(tree.router.sub)
+        self._specs = [f.spec.render(sub_window=f"{room:,}") for f in repl_api.functions()]
 
     # --- the Bridge, called from sandbox threads ------------------------------------------
     def functions(self) -> list[FunctionSpec]:
@@ -75,7 +74,8 @@ class SubCalls:
         return self.run.batch_id()
 
     async def llm_query(self, prompt: str, model: str | None, batch_id: str | None) -> str:
-        """One metered sub-call; a failure is returned as text, a budget refusal raised."""
+        """One metered sub-call; a failure is returned as text, a budget refusal raised, and a
+        prompt too long for the model's window refused (CallRefused) so the code can split it."""
         site = CallSite(self.run, Role.SUB, self.run.call_id(), batch_id)
         messages: list[Message] = [{"role": "user", "content": prompt}]
         try:
@@ -84,6 +84,14 @@ class SubCalls:
             error = f"Error: {type(exc).__name__}: {exc}"
             self.tree.meter.refuse(site, model or "", prompt, error)
             return error
+        room = prompt_room(lm)
+        if len(prompt) > room:
+            refusal = (
+                f"the prompt has {len(prompt):,} characters but {lm.name} takes at most about "
+                f"{room:,} (its context window less its reply): split it into parts that fit"
+            )
+            self.tree.meter.refuse(site, lm.name, prompt, f"CallRefused: {refusal}")
+            raise CallRefused(refusal)
         try:
             completion = await self.tree.meter.call(lm, messages, site)
         except BudgetExceeded:

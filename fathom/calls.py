@@ -23,7 +23,8 @@ from fathom.budget import Spend
 from fathom.errors import BudgetExceeded
 from fathom.lm import pricing
 from fathom.lm.base import LM, Completion, Message
-from fathom.trace import Clock, Event, LMCall, LMCallStart
+from fathom.lm.retry import RetryNotice, retry_listener
+from fathom.trace import Clock, Event, LMCall, LMCallRetry, LMCallStart
 
 T = TypeVar("T")
 
@@ -110,6 +111,7 @@ class Meter:
                             error=f"BudgetExceeded: {exc}", refused=True)
                 raise
             token = _current.set(site)
+            heard = retry_listener.set(lambda notice: self._retried(site, lm.name, notice))
             try:
                 completion = await self.within_budget(lm.acomplete(messages))
             except BaseException as exc:
@@ -119,6 +121,7 @@ class Meter:
                             refused=isinstance(exc, BudgetExceeded))
                 raise
             finally:
+                retry_listener.reset(heard)
                 _current.reset(token)
         model = completion.model or lm.name
         self.spend.record(model, completion.usage, estimate)
@@ -135,6 +138,10 @@ class Meter:
         self._event(site, LMCallStart, model=model, prompt=prompt[:START_PROMPT_CHARS])
         self._event(site, LMCall, model=model, prompt=prompt, error=error)
 
+    def _retried(self, site: CallSite, model: str, notice: RetryNotice) -> None:
+        self._event(site, LMCallRetry, model=model, attempt=notice.attempt,
+                    attempts=notice.attempts, reason=notice.reason, delay=notice.delay)
+
     def _slot(self, site: CallSite) -> contextlib.AbstractAsyncContextManager[object]:
         # Every call shares the tree's slots, so max_concurrency bounds the whole tree; but the
         # top run's own turns never wait behind the sub-calls its code started.
@@ -142,12 +149,15 @@ class Meter:
             return contextlib.nullcontext()
         return self.slots
 
-    def _event(self, site: CallSite, cls: type[LMCall | LMCallStart], **fields: object) -> None:
+    def _event(
+        self, site: CallSite, cls: type[LMCall | LMCallStart | LMCallRetry], **fields: object
+    ) -> None:
         run = site.run
+        if cls is not LMCallRetry:
+            fields.update(batch_id=site.batch_id, last_chance=site.last_chance)
         self.emit(cls(
             run_id=run.run_id, depth=run.depth, t=self.clock.now(), role=site.role.value,
-            iteration=run.iteration, call_id=site.call_id, batch_id=site.batch_id,
-            last_chance=site.last_chance, **fields,  # type: ignore[arg-type]
+            iteration=run.iteration, call_id=site.call_id, **fields,  # type: ignore[arg-type]
         ))
 
     async def within_budget(self, call: Awaitable[T]) -> T:

@@ -130,6 +130,15 @@ def main() -> None:
               help="Root model spec, e.g. openai:gpt-5-mini (default: $FATHOM_MODEL or auto).")
 @click.option("--sub-model", default=None, metavar="SPEC",
               help="Model for llm_query sub-calls (default: the root model).")
+@click.option("--context-window", type=click.IntRange(min=256), default=None, metavar="TOKENS",
+              help="The models' context window (default: what the server reports, else the "
+                   "model's known window, else 128k).")
+@click.option("--max-output-tokens", type=click.IntRange(min=16), default=None, metavar="TOKENS",
+              help="Longest reply a model may write (default: min(4096, window/4); 32k for "
+                   "reasoning models).")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, metavar="SECONDS",
+              help="Seconds to wait for one model reply before retrying it.")
 @click.option("--sandbox", type=click.Choice(sandbox_names()), default="subprocess",
               show_default=True, help="Where the REPL code runs; inprocess has no isolation.")
 @click.option("--isolation", type=click.Choice(ISOLATION_LEVELS), default="standard",
@@ -171,6 +180,7 @@ def main() -> None:
                    "(.venv, node_modules, __pycache__, build, ...).")
 def ask(
     paths: tuple[str, ...], question: str, model: str | None, sub_model: str | None,
+    context_window: int | None, max_output_tokens: int | None, request_timeout: float,
     sandbox: str, isolation: IsolationLevel, max_iterations: int, max_depth: int,
     max_usd: float | None, max_seconds: float | None, max_tokens: int | None,
     prices: list[tuple[str, float, float]], max_concurrency: int,
@@ -191,6 +201,8 @@ def ask(
     try:
         rlm = fathom.RLM(
             model=model, sub_model=sub_model, sandbox=sandbox, sandbox_isolation=isolation,
+            context_window=context_window, max_output_tokens=max_output_tokens,
+            request_timeout=request_timeout,
             max_iterations=max_iterations, max_concurrency=max_concurrency,
             max_depth=max_depth, budget=budget, trace=trace, cache=cache,
             on_event=None if quiet else progress,

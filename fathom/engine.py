@@ -18,8 +18,7 @@ from fathom.bridge import SubCalls
 from fathom.calls import CallSite, Role, RunHandle
 from fathom.context import Context
 from fathom.errors import BudgetExceeded, FathomError, LMError
-from fathom.lm.base import Message
-from fathom.lm.pricing import CHARS_PER_TOKEN
+from fathom.lm.base import Message, prompt_room
 from fathom.result import AnswerSource, Result, StopReason
 from fathom.sandbox import create
 from fathom.sandbox.base import ExecResult, Sandbox
@@ -153,7 +152,9 @@ class Engine:
         """Run the reply's code blocks, then any FINAL written as text; return the final if any."""
         blocks = protocol.code_blocks(reply)
         outputs: list[str] = []
-        share = max(200, self.tree.config.output_limit // max(1, len(blocks)))
+        # A small window cannot take the usual output: a turn's output gets a quarter of it.
+        limit = min(self.tree.config.output_limit, prompt_room(self.tree.router.root) // 4)
+        share = max(200, limit // max(1, len(blocks)))
         for index, code in enumerate(blocks, 1):
             result = await self._execute(sandbox, code)
             if result.final is not None:
@@ -229,13 +230,17 @@ class Engine:
         return self._last_output.strip()[-2000:] or self._last_text
 
     def _compact(self, messages: list[Message]) -> bool:
-        """Elide old turns once the history passes `compact_at` of the root model's window."""
-        window = self.tree.router.root.context_window * CHARS_PER_TOKEN
-        limit = self.tree.config.compact_at * window
+        """Elide old turns once the history passes `compact_at` of the root model's window
+        (less the reply's share), so every prompt fits."""
+        limit = self.tree.config.compact_at * prompt_room(self.tree.router.root)
         size = sum(len(m["content"]) for m in messages)
+        # The last turns are kept verbatim, unless they alone take half the room.
+        keep = KEEP_RECENT_TURNS
+        if sum(len(m["content"]) for m in messages[-keep:]) > limit / 2:
+            keep = 2
         # messages: system, first user turn, then assistant/user pairs; `old` starts with an
         # assistant turn and ends with a user turn, so the replacement keeps roles alternating.
-        old = messages[2 : len(messages) - KEEP_RECENT_TURNS]
+        old = messages[2 : len(messages) - keep]
         if size <= limit or len(old) < 2:
             return False
         fresh = [m for m in old if id(m) not in self._placeholders]
@@ -252,7 +257,7 @@ class Engine:
             {"role": "user", "content": note},
         ]
         self._placeholders = {id(m) for m in placeholder}
-        messages[2 : len(messages) - KEEP_RECENT_TURNS] = placeholder
+        messages[2 : len(messages) - keep] = placeholder
         return True
 
 

@@ -28,6 +28,7 @@ from fathom.trace import (
     FinalEvent,
     IterationEvent,
     LMCall,
+    LMCallRetry,
     LMCallStart,
     RunEnd,
     RunStart,
@@ -126,8 +127,20 @@ class ProgressState:
     last_error: str = ""
     pending: dict[str, list[str]] = field(default_factory=dict)  # run_id -> blocks not yet run
     waiting_depth: int | None = None  # a root call is in flight at this depth
+    waiting_model: str = ""  # ...on this model
+    waiting_since: float = 0.0  # time.monotonic() when it started
+    waiting_attempt: tuple[int, int] | None = None  # (attempt, attempts) once it is retried
     counts: dict[str, CallCounts] = field(default_factory=dict)  # model -> its calls
     finished: bool = False
+
+    def waiting_text(self) -> str:
+        """What the root call in flight is waiting on: " for MODEL (42 s, attempt 2/5)"."""
+        detail = f"{time.monotonic() - self.waiting_since:.0f} s"
+        if self.waiting_attempt is not None:
+            detail += ", attempt {}/{}".format(*self.waiting_attempt)
+        if self.waiting_depth:
+            detail += f", depth {self.waiting_depth}"
+        return f" for {self.waiting_model} ({detail})"
 
     @property
     def sub_in_flight(self) -> int:
@@ -248,8 +261,14 @@ class Progress:
             if e.role == "sub":
                 s.sub_started.add(e.call_id)
             else:
-                s.waiting_depth = e.depth
+                s.waiting_depth, s.waiting_model = e.depth, e.model
+                s.waiting_since, s.waiting_attempt = time.monotonic(), None
             return None
+        if isinstance(e, LMCallRetry):
+            if e.role == "root":
+                s.waiting_attempt = (e.attempt, e.attempts)
+            return (f"{pad}{e.role} call to {e.model} failed ({_short(e.reason, 100)}); "
+                    f"attempt {e.attempt}/{e.attempts} in {e.delay:.1f}s")
         if isinstance(e, ExecEvent):
             queue = s.pending.get(e.run_id)
             if queue:
@@ -300,8 +319,8 @@ class Progress:
                                           else "")
             grid.add_row("iteration", Text(f"{s.iteration}{limit}   {depth}"))
             if s.waiting_depth is not None:
-                grid.add_row("model", Text.assemble(("thinking", "yellow"),
-                                                    f" (depth {s.waiting_depth})"))
+                grid.add_row("model", Text.assemble(("waiting", "yellow"),
+                                                    safe_text(s.waiting_text())))
             flight = f"{s.sub_in_flight} in flight, " if s.sub_in_flight else ""
             failed = (f"{s.sub_failed} failed", "red" if s.sub_failed else "")
             grid.add_row("sub-calls", Text.assemble(f"{flight}{s.sub_done} done, ", failed))

@@ -56,11 +56,17 @@ class RLM:
         max_message_mb: int = SandboxOptions.max_message_mb,
         max_batch: int = SandboxOptions.max_batch,
         trace_max_mb: float = MAX_TRACE_BYTES / 2**20,
+        request_timeout: float = 300.0,
+        context_window: int | None = None,
+        max_output_tokens: int | None = None,
     ) -> None:
         _check_positive(max_iterations=max_iterations, max_concurrency=max_concurrency,
                         exec_timeout=exec_timeout, output_limit=output_limit,
                         max_message_mb=max_message_mb, max_batch=max_batch,
-                        trace_max_mb=trace_max_mb)
+                        trace_max_mb=trace_max_mb, request_timeout=request_timeout,
+                        **{k: v for k, v in (("context_window", context_window),
+                                             ("max_output_tokens", max_output_tokens))
+                           if v is not None})
         for name, count in (("max_message_mb", max_message_mb), ("max_batch", max_batch)):
             if not isinstance(count, int):
                 raise ConfigError(f"{name}={count!r} is invalid: pass a whole number.")
@@ -89,6 +95,11 @@ class RLM:
             )
         if max_depth < 0:
             raise ConfigError(f"max_depth={max_depth} is invalid: pass 0 (no recursion) or more.")
+        if context_window and max_output_tokens and max_output_tokens >= context_window:
+            raise ConfigError(
+                f"max_output_tokens={max_output_tokens} leaves no room for a prompt in "
+                f"context_window={context_window}: pass a smaller share of the window."
+            )
         if not 0 < compact_at <= 1:
             raise ConfigError(f"compact_at={compact_at} is invalid: pass a share in (0, 1].")
         if sandbox_isolation not in ISOLATION_LEVELS:
@@ -104,6 +115,11 @@ class RLM:
         self.on_event = on_event
         self.cache = cache
         self.allowed_models = allowed_models
+        # Set on every model of the run that takes them (the OpenAI and Anthropic providers).
+        self.model_options = {
+            "request_timeout": request_timeout, "context_window": context_window,
+            "max_output_tokens": max_output_tokens,
+        }
         self.config = RunConfig(
             max_iterations=max_iterations,
             max_depth=max_depth,
@@ -206,12 +222,20 @@ class RLM:
             )
 
     def _cache_wrapper(self) -> Callable[[LM], LM]:
+        configure = self._configure
         if self.cache is None:
-            return lambda lm: lm
+            return configure
         from fathom.cache import CachedLM, ResponseCache
 
         store = ResponseCache(self.cache)
-        return lambda lm: CachedLM(lm, store)
+        return lambda lm: CachedLM(configure(lm), store)
+
+    def _configure(self, lm: LM) -> LM:
+        """`lm` with the run's request timeout, window and reply limit, if it takes them."""
+        configure = getattr(lm, "configure", None)
+        if callable(configure):
+            configure(**self.model_options)
+        return lm
 
 
 def unpriced_models(names: list[str]) -> list[str]:

@@ -130,6 +130,22 @@ class LMCallStart(Event):
 
 
 @dataclass(frozen=True)
+class LMCallRetry(Event):
+    """An attempt of a model call failed (timeout, 5xx, ...); attempt `attempt` of `attempts`
+    starts after `delay` seconds, within the same `call_id`."""
+
+    type: ClassVar[str] = "lm_call_retry"
+    role: str = "root"
+    model: str = ""
+    iteration: int = 0
+    call_id: str = ""
+    attempt: int = 2
+    attempts: int = 1
+    reason: str = ""
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
 class ExecEvent(Event):
     """One code block ran in the sandbox."""
 
@@ -201,8 +217,8 @@ class TraceTruncated(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
-        RunStart, IterationEvent, LMCallStart, LMCall, ExecEvent, SubRLMStart, SubRLMEnd,
-        FinalEvent, RunEnd, TraceTruncated,
+        RunStart, IterationEvent, LMCallStart, LMCall, LMCallRetry, ExecEvent, SubRLMStart,
+        SubRLMEnd, FinalEvent, RunEnd, TraceTruncated,
     )
 }
 

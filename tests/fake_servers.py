@@ -56,6 +56,10 @@ class _ScriptedServer:
         usage: bool = True,
         delay: float = 0.0,
         model: str = "scripted-model",
+        slow_first: int | None = None,
+        null_replies: int = 0,
+        malformed: bool = False,
+        n_ctx: int | None = None,
     ) -> None:
         self._replies: list[str] | None = None if callable(replies) else list(replies)
         self._responder = replies if callable(replies) else None
@@ -64,7 +68,11 @@ class _ScriptedServer:
         self.api_key = api_key  # when set, other keys get 401
         self.usage = usage  # False: omit `usage`, as some servers do
         self.delay = delay  # seconds to wait before answering (timeout tests)
+        self.slow_first = slow_first  # when set, only the first N requests wait `delay`
         self.model = model
+        self.null_replies = null_replies  # the first N replies have `content: null` (OpenAI)
+        self.malformed = malformed  # replies are cut-off JSON
+        self.n_ctx = n_ctx  # when set, GET /props answers as llama.cpp's server does
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -130,6 +138,8 @@ class _ScriptedServer:
     def _handle_get(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.path.rstrip("/").endswith("/models"):
             self._send(handler, 200, {"object": "list", "data": [{"id": self.model}]})
+        elif handler.path.rstrip("/") == "/props" and self.n_ctx is not None:
+            self._send(handler, 200, {"default_generation_settings": {"n_ctx": self.n_ctx}})
         else:
             self._send(handler, 404, self.error_body(404, f"no route {handler.path}"))
 
@@ -156,8 +166,18 @@ class _ScriptedServer:
             body_ = self.error_body(status, f"scripted failure {status}")
             self._send(handler, status, body_, extra)
             return
-        if self.delay:
+        with self._lock:
+            slow = self.slow_first is None or len(self.requests) <= self.slow_first
+        if self.delay and slow:
             time.sleep(self.delay)
+        if self.malformed:
+            data = b'{"id": "chatcmpl-1", "choices": [{'
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
         messages = body.get("messages") or []
         try:
             text = self._next_reply(messages)
@@ -230,7 +250,7 @@ class ScriptedOpenAIServer(_ScriptedServer):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": {"role": "assistant", "content": self._content(text)},
                     "finish_reason": "stop",
                 }
             ],
@@ -243,6 +263,14 @@ class ScriptedOpenAIServer(_ScriptedServer):
                 "total_tokens": prompt + completion,
             }
         return reply
+
+
+    def _content(self, text: str) -> str | None:
+        with self._lock:
+            if self.null_replies > 0:
+                self.null_replies -= 1
+                return None
+        return text
 
 
 class ScriptedAnthropicServer(_ScriptedServer):

@@ -15,6 +15,7 @@ from fathom.errors import LMError
 from fathom.lm import ScriptedLM
 from fathom.lm.base import Message
 from fathom.trace import ExecEvent, FinalEvent, IterationEvent, LMCall, RunEnd, RunStart, read
+from tests.fake_servers import ScriptedOpenAIServer
 
 SANDBOXES = ["inprocess", "subprocess"]
 SECRET = "the-vault-code-is-4417"
@@ -390,3 +391,59 @@ def test_concurrent_sub_calls_cannot_all_start_against_the_same_token_headroom()
                         budget=fathom.Budget(tokens=3000)).run("q", "c")
     assert result.stop_reason == "budget"
     assert result.total_usage.total_tokens < 3000 * 1.5
+
+
+
+def test_every_root_prompt_fits_a_small_server_window_less_the_reply(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replies = [repl(f"v{i} = {i}\nprint('x' * 30000)") for i in range(10)]
+    with ScriptedOpenAIServer([*replies, repl("FINAL(1)")], n_ctx=4096) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        result = fathom.RLM("openai:llama", sandbox="inprocess").run("q", "c")
+    assert result.answer == "1"
+    for request in server.requests:
+        prompt_chars = sum(len(m["content"]) for m in request["messages"])
+        assert request["max_tokens"] == 1024  # a quarter of the window the server reports
+        assert prompt_chars <= (4096 - 1024) * 4
+
+
+def test_window_and_reply_options_reach_the_model_and_refuse_oversize_sub_prompts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = "try:\n    llm_query('x' * 20000)\nexcept ValueError as e:\n    print(e)"
+    with ScriptedOpenAIServer([repl(code), repl("FINAL(1)")]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        seen: list[object] = []
+        rlm = fathom.RLM("openai:llama", sandbox="inprocess", context_window=4000,
+                         max_output_tokens=500, on_event=seen.append)
+        assert rlm.run("q", "c").answer == "1"
+    assert [r["max_tokens"] for r in server.requests] == [500, 500]  # no sub-call was sent
+    refusal = next(e for e in seen if isinstance(e, ExecEvent)).stdout
+    assert "20,000 characters" in refusal and "14,000" in refusal  # (4000 - 500) * 4
+    refused = [e for e in seen if isinstance(e, LMCall) and e.role == "sub"]
+    assert refused and "CallRefused" in (refused[0].error or "")
+
+
+def test_a_retried_root_call_is_traced_and_shown_as_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from fathom.progress import Progress
+    from fathom.trace import LMCallRetry
+
+    with ScriptedOpenAIServer([repl("FINAL(1)")], fail_first=[503]) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        seen: list[Any] = []
+        fathom.RLM("openai:llama", sandbox="inprocess", on_event=seen.append).run("q", "c")
+    retry = next(e for e in seen if isinstance(e, LMCallRetry))
+    assert (retry.role, retry.attempt, retry.attempts) == ("root", 2, 5)
+    assert "503" in retry.reason and retry.call_id
+    stream = io.StringIO()
+    progress = Progress("plain", stream=stream)
+    for event in seen[: seen.index(retry) + 1]:
+        progress(event)
+    assert "attempt 2/5" in stream.getvalue()
+    waiting = progress.state.waiting_text()
+    assert "for openai:llama (" in waiting and "attempt 2/5" in waiting

@@ -67,13 +67,16 @@ class AnthropicLM(SDKModel):
     def _default_context_window(self) -> int:
         return context_window_of(self.model)
 
+    def _default_max_output(self) -> int:
+        return default_max_tokens(self.model)
+
     def _is_context_error(self, message: str) -> bool:
         return "prompt is too long" in message or "context" in message
 
     def _request(self, messages: list[Message], options: dict[str, Any]) -> dict[str, Any]:
         options = dict(options)
         system, turns = to_messages_api(messages)
-        max_tokens = options.pop("max_tokens", None) or default_max_tokens(self.model)
+        max_tokens = options.pop("max_tokens", None) or self.max_output_tokens
         kwargs: dict[str, Any] = {"model": self.model, "messages": turns, "max_tokens": max_tokens}
         if system is not None:
             kwargs["system"] = system

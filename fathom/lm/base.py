@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from fathom.lm.pricing import CHARS_PER_TOKEN
+
 # A chat message: {"role": "system" | "user" | "assistant", "content": str}.
 Message = dict[str, str]
 
@@ -104,6 +106,18 @@ class BaseLM(ABC):
     def complete(self, messages: list[Message], **options: Any) -> Completion:
         """Blocking form of `acomplete` (see `complete_sync`)."""
         return complete_sync(self, messages, **options)
+
+
+def prompt_room(lm: LM) -> int:
+    """Characters a prompt to `lm` may take: its window less the tokens kept for the reply.
+
+    A model that sends no reply limit (no `max_output_tokens`) gets its whole window; a
+    wrapper (the response cache) is looked through to the model it wraps.
+    """
+    reply = getattr(lm, "max_output_tokens", None)
+    if reply is None:
+        reply = getattr(getattr(lm, "lm", None), "max_output_tokens", 0)
+    return max(0, lm.context_window - int(reply or 0)) * CHARS_PER_TOKEN
 
 
 def split_spec(spec: str) -> tuple[str, str]:

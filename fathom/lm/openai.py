@@ -6,17 +6,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from typing import Any
 
+import httpx
 import openai
 
 from fathom.errors import LMError
 from fathom.lm import pricing
 from fathom.lm.base import Message, Usage
-from fathom.lm.sdk import SDKModel
+from fathom.lm.sdk import EmptyReplyError, SDKModel
 
 DEFAULT_CONTEXT_WINDOW = 128_000  # unknown models, e.g. whatever a local server runs
+REASONING_MAX_OUTPUT = 32_768  # reasoning tokens count as output: leave room to think
+PROBE_TIMEOUT = 2.0  # seconds per question about a server's window
+OLLAMA_DEFAULT_CTX = 4096  # what Ollama serves when the model sets no num_ctx
 
 CONTEXT_WINDOWS: dict[str, int] = {
     "gpt-6": 1_050_000,
@@ -58,9 +63,20 @@ class OpenAILM(SDKModel):
     sdk = openai
     host = "api.openai.com"
     example = "gpt-5-mini"
+    versioned_url = True
 
     def _default_context_window(self) -> int:
         return pricing.lookup(CONTEXT_WINDOWS, self.model) or DEFAULT_CONTEXT_WINDOW
+
+    def _default_max_output(self) -> int:
+        if _is_reasoning_model(self.model):
+            return min(REASONING_MAX_OUTPUT, self.context_window // 4)
+        return super()._default_max_output()
+
+    def _discover_window(self) -> int | None:
+        if self.base_url is None or self.host in self.base_url:
+            return None  # the official API: the table knows its models
+        return server_window(self.base_url, self.model)
 
     def _is_context_error(self, message: str) -> bool:
         # Servers word it: "maximum context length", "context size", "context window".
@@ -94,7 +110,9 @@ class OpenAILM(SDKModel):
     def _read(self, messages: list[Message], response: Any) -> tuple[str, Usage]:
         if not getattr(response, "choices", None):
             raise LMError(f"{self.name} returned no choices; the server may not speak chat.")
-        text = response.choices[0].message.content or ""
+        text = response.choices[0].message.content
+        if text is None:
+            raise EmptyReplyError(f"{self.name}: {self.where} replied with content: null")
         usage = getattr(response, "usage", None)
         if usage is None or usage.prompt_tokens is None:  # some compatible servers send none
             prompt = pricing.estimate_prompt_tokens(messages)
@@ -102,6 +120,51 @@ class OpenAILM(SDKModel):
         details = getattr(usage, "prompt_tokens_details", None)
         cached = int(getattr(details, "cached_tokens", 0) or 0)
         return text, Usage(int(usage.prompt_tokens), int(usage.completion_tokens or 0), cached)
+
+
+def server_window(base_url: str, model: str) -> int | None:
+    """The context window a self-hosted server runs `model` with, if it says; never raises.
+
+    llama.cpp's server reports it at /props, vLLM as `max_model_len` in /v1/models, and
+    Ollama as the model's `num_ctx` at /api/show.
+    """
+    root = re.sub(r"/v\d+/?$", "", base_url.rstrip("/"))
+    probes = (_llamacpp_window, _vllm_window, _ollama_window)
+    try:
+        with httpx.Client(timeout=PROBE_TIMEOUT) as client:
+            for probe in probes:
+                try:
+                    window = probe(client, root, base_url.rstrip("/"), model)
+                except (httpx.HTTPError, ValueError, TypeError, KeyError, AttributeError):
+                    continue
+                if window:
+                    return window
+    except httpx.HTTPError:
+        pass
+    return None
+
+
+def _llamacpp_window(client: httpx.Client, root: str, base: str, model: str) -> int | None:
+    settings = client.get(f"{root}/props").raise_for_status().json()["default_generation_settings"]
+    return int(settings["n_ctx"])
+
+
+def _vllm_window(client: httpx.Client, root: str, base: str, model: str) -> int | None:
+    for entry in client.get(f"{base}/models").raise_for_status().json()["data"]:
+        if entry.get("id") == model and entry.get("max_model_len"):
+            return int(entry["max_model_len"])
+    return None
+
+
+def _ollama_window(client: httpx.Client, root: str, base: str, model: str) -> int | None:
+    shown = client.post(f"{root}/api/show", json={"model": model}).raise_for_status().json()
+    for line in str(shown.get("parameters") or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "num_ctx":
+            return int(value.strip())
+    info = shown.get("model_info") or {}
+    trained = [v for k, v in info.items() if k.endswith(".context_length")]
+    return min([OLLAMA_DEFAULT_CTX, *map(int, trained)])
 
 
 def from_spec(model: str) -> OpenAILM:

@@ -11,6 +11,7 @@ turn the last error into a `fathom.errors` one.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import logging
 import random
@@ -41,6 +42,22 @@ class RetryPolicy:
             return retry_after
         backoff = min(self.max_delay, self.base_delay * 2**attempt)
         return backoff * (0.75 + random.random() * 0.25)  # jitter spreads retrying sub-calls
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """A failed attempt about to be retried, as the caller of the model call hears of it."""
+
+    attempt: int  # the attempt that comes next, 2 for the first retry
+    attempts: int  # how many there will be at most
+    reason: str
+    delay: float
+
+
+# Set by whoever makes the model call (fathom.calls.Meter) to hear of retries as they happen.
+retry_listener: contextvars.ContextVar[Callable[[RetryNotice], None] | None] = (
+    contextvars.ContextVar("fathom_retry_listener", default=None)
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +106,10 @@ def _announce(policy: RetryPolicy, attempt: int, verdict: Verdict, exc: BaseExce
         policy.max_retries,
         delay,
     )
+    listener = retry_listener.get()
+    if listener is not None:
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        listener(RetryNotice(attempt + 2, policy.max_retries + 1, reason, delay))
     return delay
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -36,7 +37,12 @@ from fathom.lm import pricing
 from fathom.lm.base import BaseLM, Completion, Message, Usage
 from fathom.lm.retry import RetryPolicy, Verdict, acall_with_retries, classify_sdk_error
 
+
+class EmptyReplyError(LMError):
+    """A server answered 200 with no reply text (`content: null`); retried as transient."""
+
 DEFAULT_TIMEOUT = 300.0  # seconds per request; reasoning models can think for minutes
+DEFAULT_MAX_OUTPUT = 4096  # tokens, or a quarter of a smaller window
 NO_KEY = "no-key-needed"  # sent to self-hosted servers, which ignore the key
 
 
@@ -52,6 +58,7 @@ class SDKModel(BaseLM):
     sdk: ModuleType  # the SDK module: openai (a ClassVar cannot hold a module for mypy)
     host: ClassVar[str]  # of the official API, which needs a key: "api.openai.com"
     example: ClassVar[str]  # a model to suggest: "gpt-5-mini"
+    versioned_url: ClassVar[bool] = False  # whether a base URL must end in the version: /v1
 
     def __init__(
         self,
@@ -62,6 +69,7 @@ class SDKModel(BaseLM):
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         context_window: int | None = None,
+        max_output_tokens: int | None = None,
     ) -> None:
         if not model:
             raise ConfigError(
@@ -72,7 +80,8 @@ class SDKModel(BaseLM):
         self.base_url = base_url or os.environ.get(self.base_var) or None
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.context_window = context_window or self._default_context_window()
+        self._window = context_window
+        self._max_output = max_output_tokens
         key = api_key or os.environ.get(self.key_var)
         if not key:
             if self.base_url is None or self.host in self.base_url:
@@ -105,10 +114,54 @@ class SDKModel(BaseLM):
         """The server this model is called on, as error messages name it."""
         return self.base_url or self.host
 
+    def configure(
+        self,
+        *,
+        request_timeout: float | None = None,
+        context_window: int | None = None,
+        max_output_tokens: int | None = None,
+    ) -> None:
+        """Set what a spec string cannot say; None keeps the current value."""
+        if request_timeout is not None:
+            self.timeout = request_timeout
+            with self._lock:
+                self._clients = weakref.WeakKeyDictionary()  # clients hold the old timeout
+        if context_window is not None:
+            self._window = context_window
+        if max_output_tokens is not None:
+            self._max_output = max_output_tokens
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model takes, prompt and reply: given, else asked of the server once."""
+        with self._lock:
+            if self._window is None:
+                self._window = self._discover_window() or self._default_context_window()
+            return self._window
+
+    @context_window.setter
+    def context_window(self, tokens: int) -> None:
+        self._window = tokens
+
+    @property
+    def max_output_tokens(self) -> int:
+        """Tokens a reply may take, sent with every request; the prompt gets the rest."""
+        if self._max_output is not None:
+            return self._max_output
+        return self._default_max_output()
+
     # -- what a provider writes ----------------------------------------------------
     @abstractmethod
     def _default_context_window(self) -> int:
         """The window of `self.model` when the caller gives none."""
+
+    def _default_max_output(self) -> int:
+        """The reply limit when the caller gives none."""
+        return min(DEFAULT_MAX_OUTPUT, self.context_window // 4)
+
+    def _discover_window(self) -> int | None:
+        """The window the server reports, if it reports one; never raises."""
+        return None
 
     @abstractmethod
     def _request(self, messages: list[Message], options: dict[str, Any]) -> dict[str, Any]:
@@ -129,16 +182,29 @@ class SDKModel(BaseLM):
     # -- the shared call path ------------------------------------------------------
     async def acomplete(self, messages: list[Message], **options: Any) -> Completion:
         """Send `messages` and return the reply, retrying transient failures."""
+        options.setdefault("max_tokens", self.max_output_tokens)
         request = self._request(messages, options)
         client = self._client()
         start = time.perf_counter()
+
+        async def attempt() -> tuple[str, Usage]:
+            return self._read(messages, await self._send(client, request))
+
+        attempts = self.retry.max_retries + 1
         try:
-            response = await acall_with_retries(
-                lambda: self._send(client, request), self._classify, self.retry
-            )
+            text, tokens = await acall_with_retries(attempt, self._classify, self.retry)
         except self.sdk.APIError as exc:
             raise translate(exc, self) from exc
-        text, tokens = self._read(messages, response)
+        except EmptyReplyError:
+            raise LMError(
+                f"{self.name}: {self.where} replied with no text (content: null) "
+                f"{attempts} times; the server may be failing to generate."
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise LMError(
+                f"{self.name}: {self.where} sent a reply that is not valid JSON ({exc}) "
+                f"{attempts} times; is it an OpenAI-compatible server, and is its URL right?"
+            ) from exc
         usd = pricing.cost(
             self.model, tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens
         )
@@ -157,6 +223,8 @@ class SDKModel(BaseLM):
         return client
 
     def _classify(self, exc: BaseException) -> Verdict:
+        if isinstance(exc, EmptyReplyError | json.JSONDecodeError):
+            return Verdict(True)  # a server's hiccup, as a 5xx is
         return classify_sdk_error(exc, (self.sdk.APIConnectionError,))  # timeouts included
 
 
@@ -195,6 +263,11 @@ def translate(exc: Exception, lm: SDKModel) -> Exception:
                 f"{name}: the prompt does not fit the model's context window "
                 f"({message}); shorten it or use a model with a larger window."
             )
+        if exc.status_code == 404 and lm.versioned_url and not _has_version(lm.base_url):
+            return LMError(
+                f"{name}: {where} answered HTTP 404; the base URL probably lacks /v1 "
+                f"(try {(lm.base_url or '').rstrip('/')}/v1)."
+            )
         if exc.status_code == 404:
             return LMError(
                 f"{name}: {where} does not know model {lm.model!r} (HTTP 404); "
@@ -202,3 +275,13 @@ def translate(exc: Exception, lm: SDKModel) -> Exception:
             )
         return LMError(f"{name}: HTTP {exc.status_code} from {where}: {message}")
     return LMError(f"{name}: {exc}")
+
+
+def _has_version(url: str | None) -> bool:
+    """Whether `url`'s path names an API version, as OpenAI-compatible servers expect: /v1."""
+    from urllib.parse import urlparse
+
+    if url is None:
+        return True  # the official API
+    parts = urlparse(url).path.strip("/").split("/")
+    return any(p[:1] == "v" and p[1:2].isdigit() for p in parts)

@@ -205,3 +205,28 @@ def test_cache_makes_a_rerun_free(fathom_cli: Runner, tmp_path: Path) -> None:
         assert len(server.requests) == sent  # every call of the rerun came from the cache
     assert first.returncode == second.returncode == 0, second.stderr
     assert first.stdout == second.stdout == "from the model\n"
+
+
+def test_model_options_bound_each_request_and_a_hung_reply_is_retried(
+    fathom_cli: Runner, tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("alpha")
+    with ScriptedOpenAIServer(script(["FINAL(alpha)"]), delay=5, slow_first=1) as server:
+        out = fathom_cli("ask", "a.txt", "-q", "What?", *ASK, "--context-window", "6000",
+                         "--max-output-tokens", "600", "--request-timeout", "0.5",
+                         base_url=server.base_url)
+        assert [r["max_tokens"] for r in server.requests] == [600, 600]
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "alpha\n"
+    assert "failed (APITimeoutError" in out.stderr and "attempt 2/5" in out.stderr
+
+
+def test_a_base_url_without_v1_is_named_as_the_likely_cause(
+    fathom_cli: Runner, tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("alpha")
+    with ScriptedOpenAIServer(script(["FINAL(alpha)"])) as server:
+        out = fathom_cli("ask", "a.txt", "-q", "What?", *ASK,
+                         base_url=server.base_url.removesuffix("/v1"))
+    assert out.returncode != 0
+    assert "probably lacks /v1" in out.stderr

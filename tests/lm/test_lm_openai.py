@@ -178,3 +178,75 @@ def test_real_llamacpp_server_prompt_too_long(llamacpp_server: str) -> None:
     huge = [{"role": "user", "content": "word " * 12_000}]
     with pytest.raises(ContextWindowError):
         lm.complete(huge, max_tokens=8)
+
+
+def test_window_is_learned_from_a_llamacpp_server_and_bounds_the_reply() -> None:
+    with ScriptedOpenAIServer(["short"], n_ctx=2048) as server:
+        lm = lm_for(server, "my-local-model")
+        assert lm.context_window == 2048
+        lm.complete(ASK)
+    assert server.requests[0]["max_tokens"] == 512  # a quarter of the window
+
+
+def test_given_window_and_reply_limit_are_used_as_they_are() -> None:
+    with ScriptedOpenAIServer(["a"], n_ctx=2048) as server:
+        lm = lm_for(server, "my-local-model", context_window=8192, max_output_tokens=700)
+        lm.complete(ASK)
+    assert lm.context_window == 8192 and server.requests[0]["max_tokens"] == 700
+    with ScriptedOpenAIServer(["b"]) as server:
+        lm_for(server, "gpt-5-mini").complete(ASK)
+    assert server.requests[0]["max_completion_tokens"] == 32_768
+
+
+def test_a_hung_server_times_out_and_each_retry_is_announced() -> None:
+    from fathom.lm.retry import RetryNotice, retry_listener
+
+    heard: list[RetryNotice] = []
+    with ScriptedOpenAIServer(["late"] * 3, delay=2.0) as server:
+        lm = OpenAILM(
+            "m", base_url=server.base_url, api_key="k", timeout=0.3,
+            retry=RetryPolicy(max_retries=1, base_delay=0.01),
+        )
+        retry_listener.set(heard.append)
+        started = time.monotonic()
+        with pytest.raises(LMError, match=r"no reply within 0\.3s after 2 attempts"):
+            lm.complete(ASK)
+    assert time.monotonic() - started < 2.0
+    assert [(n.attempt, n.attempts) for n in heard] == [(2, 2)]
+    assert "Timeout" in heard[0].reason
+
+
+def test_configure_sets_the_timeout_of_the_next_client() -> None:
+    with ScriptedOpenAIServer(["late"] * 2, delay=1.0) as server:
+        lm = OpenAILM("m", base_url=server.base_url, api_key="k", retry=RetryPolicy(0))
+        lm.configure(request_timeout=0.2)
+        with pytest.raises(LMError, match=r"no reply within 0\.2s"):
+            lm.complete(ASK)
+
+
+def test_content_null_is_retried_then_fails_naming_the_server() -> None:
+    with ScriptedOpenAIServer(["a", "ok"], null_replies=1) as server:
+        assert lm_for(server).complete(ASK).text == "ok"
+    nothing = r"replied with no text \(content: null\) 4 times"
+    with ScriptedOpenAIServer(["x"] * 4, null_replies=4) as server, pytest.raises(
+        LMError, match=nothing
+    ) as e:
+        lm_for(server).complete(ASK)
+    assert server.base_url in str(e.value) and len(server.requests) == 4
+
+
+def test_malformed_json_names_the_server_and_the_cause() -> None:
+    with ScriptedOpenAIServer(["x"], malformed=True) as server, pytest.raises(
+        LMError, match="not valid JSON"
+    ) as caught:
+        lm_for(server).complete(ASK)
+    assert server.base_url in str(caught.value)
+
+
+def test_a_base_url_without_v1_is_named_as_the_likely_cause() -> None:
+    with ScriptedOpenAIServer(["x"]) as server:
+        bare = server.base_url.removesuffix("/v1")
+        lm = OpenAILM("llama", base_url=bare, api_key="k", retry=FAST)
+        with pytest.raises(LMError, match="probably lacks /v1") as caught:
+            lm.complete(ASK)
+    assert "does not know model" not in str(caught.value)

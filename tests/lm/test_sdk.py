@@ -23,7 +23,7 @@ def status_error(lm: SDKModel, cls: str, status: int, message: str) -> Exception
 
 @pytest.fixture(params=[OpenAILM, AnthropicLM], ids=["openai", "anthropic"])
 def lm(request: pytest.FixtureRequest) -> SDKModel:
-    model: SDKModel = request.param("m", base_url="http://srv", api_key="k")
+    model: SDKModel = request.param("m", base_url="http://srv/v1", api_key="k")
     return model
 
 
@@ -34,9 +34,9 @@ def test_each_sdk_error_becomes_the_fathom_error_that_says_what_to_do(lm: SDKMod
     window = translate(status_error(lm, "BadRequestError", 400, too_long), lm)
     assert isinstance(window, ContextWindowError)
     missing = translate(status_error(lm, "NotFoundError", 404, "no such model"), lm)
-    assert isinstance(missing, LMError) and "http://srv does not know model 'm'" in str(missing)
+    assert isinstance(missing, LMError) and "http://srv/v1 does not know model 'm'" in str(missing)
     other = translate(status_error(lm, "BadRequestError", 400, "bad field"), lm)
-    assert type(other) is LMError and "HTTP 400 from http://srv: bad field" in str(other)
+    assert type(other) is LMError and "HTTP 400 from http://srv/v1: bad field" in str(other)
 
 
 def test_one_async_client_per_event_loop(lm: SDKModel) -> None:
