@@ -46,7 +46,9 @@ def test_refused_huge_prompts_cannot_grow_the_trace(tmp_path: Path) -> None:
         "        last = type(exc).__name__\n"
         "print(last)"
     )
-    rlm = fathom.RLM(ScriptedLM([repl(code)]), sub_model=ScriptedLM(lambda m: "never"),
+    # A window that fits the prompt: the budget, not the window check, refuses these calls.
+    sub = ScriptedLM(lambda m: "never", context_window=10_000_000)
+    rlm = fathom.RLM(ScriptedLM([repl(code)]), sub_model=sub,
                      budget=fathom.Budget(calls=1), trace=trace)
     assert rlm.run("Refuse me.", "context").stop_reason == "budget"
     assert trace.stat().st_size < 3 * 2**20  # 20 x 4 MB prompts were refused
