@@ -18,7 +18,7 @@ from fathom import repl_api
 from fathom.calls import CallSite, Role, RunHandle
 from fathom.errors import BudgetExceeded, ConfigError
 from fathom.lm.base import Message, prompt_room
-from fathom.repl_api import CallRefused, FunctionSpec
+from fathom.repl_api import Batch, CallRefused, FunctionSpec
 from fathom.tree import RunTree
 
 T = TypeVar("T")
@@ -69,14 +69,17 @@ class SubCalls:
                 self.tree.tasks.discard(task)
 
     # --- the ReplHost, on the tree's event loop ---------------------------------------------
-    def batch_id(self) -> str:
-        """A fresh batch id of this run."""
-        return self.run.batch_id()
+    def batch(self, size: int) -> Batch:
+        """A fresh batch of this run, of `size` calls."""
+        return Batch(self.run.batch_id(), size)
 
-    async def llm_query(self, prompt: str, model: str | None, batch_id: str | None) -> str:
+    async def llm_query(self, prompt: str, model: str | None, batch: Batch | None) -> str:
         """One metered sub-call; a failure is returned as text, a budget refusal raised, and a
         prompt too long for the model's window refused (CallRefused) so the code can split it."""
-        site = CallSite(self.run, Role.SUB, self.run.call_id(), batch_id)
+        site = CallSite(
+            self.run, Role.SUB, self.run.call_id(),
+            batch_id=batch.id if batch else None, batch_size=batch.size if batch else None,
+        )
         messages: list[Message] = [{"role": "user", "content": prompt}]
         try:
             lm = self.tree.router.get(model)
@@ -100,12 +103,14 @@ class SubCalls:
             return f"Error: {type(exc).__name__}: {exc}"
         return completion.text
 
-    async def rlm_query(self, prompt: str, context: Any, batch_id: str | None) -> str:
+    async def rlm_query(self, prompt: str, context: Any, batch: Batch | None) -> str:
         """A child run at depth+1, or a plain sub-call at the depth limit."""
         if self.run.depth + 1 > self.tree.config.max_depth:
-            return await self.llm_query(prompt, None, batch_id)
+            return await self.llm_query(prompt, None, batch)
         try:
-            result = await self.tree.run_child(self.run, prompt, context, batch_id)
+            result = await self.tree.run_child(
+                self.run, prompt, context, batch.id if batch else None
+            )
         except Exception as exc:  # the child's own failure is traced by it; the parent goes on
             return f"Error: rlm_query failed: {type(exc).__name__}: {exc}"
         if result.stop_reason == "budget":

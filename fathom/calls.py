@@ -73,6 +73,7 @@ class CallSite:
     call_id: str
     batch_id: str | None = None
     last_chance: bool = False
+    batch_size: int | None = None
 
 
 _current: contextvars.ContextVar[CallSite | None] = contextvars.ContextVar(
@@ -155,6 +156,8 @@ class Meter:
         run = site.run
         if cls is not LMCallRetry:
             fields.update(batch_id=site.batch_id, last_chance=site.last_chance)
+        if cls is LMCallStart:
+            fields.update(batch_size=site.batch_size)
         self.emit(cls(
             run_id=run.run_id, depth=run.depth, t=self.clock.now(), role=site.role.value,
             iteration=run.iteration, call_id=site.call_id, **fields,  # type: ignore[arg-type]

@@ -119,6 +119,7 @@ class ProgressState:
     sub_done: int = 0
     sub_failed: int = 0
     sub_started: set[str] = field(default_factory=set)
+    batches: dict[str, list[int]] = field(default_factory=dict)  # open batch -> [size, done]
     children_running: int = 0
     children_done: int = 0
     prompt_tokens: int = 0
@@ -141,6 +142,14 @@ class ProgressState:
         if self.waiting_depth:
             detail += f", depth {self.waiting_depth}"
         return f" for {self.waiting_model} ({detail})"
+
+    def batch_text(self) -> str:
+        """The open batches' progress: "; batch 192/672 done" (empty with none open)."""
+        if not self.batches:
+            return ""
+        size = sum(b[0] for b in self.batches.values())
+        done = sum(b[1] for b in self.batches.values())
+        return f"; batch {done:,}/{size:,} done"
 
     @property
     def sub_in_flight(self) -> int:
@@ -253,6 +262,11 @@ class Progress:
                         + (f", running {len(blocks)} code block(s)" if blocks else ""))
             s.sub_started.discard(e.call_id)
             s.sub_done += 1
+            batch = s.batches.get(e.batch_id or "")
+            if batch is not None:
+                batch[1] += 1
+                if batch[1] >= batch[0]:
+                    del s.batches[e.batch_id or ""]
             if e.error:
                 s.sub_failed += 1
                 s.last_error = e.error
@@ -260,6 +274,8 @@ class Progress:
         if isinstance(e, LMCallStart):
             if e.role == "sub":
                 s.sub_started.add(e.call_id)
+                if e.batch_id and e.batch_size:
+                    s.batches.setdefault(e.batch_id, [e.batch_size, 0])
             else:
                 s.waiting_depth, s.waiting_model = e.depth, e.model
                 s.waiting_since, s.waiting_attempt = time.monotonic(), None
@@ -323,7 +339,8 @@ class Progress:
                                                     safe_text(s.waiting_text())))
             flight = f"{s.sub_in_flight} in flight, " if s.sub_in_flight else ""
             failed = (f"{s.sub_failed} failed", "red" if s.sub_failed else "")
-            grid.add_row("sub-calls", Text.assemble(f"{flight}{s.sub_done} done, ", failed))
+            grid.add_row("sub-calls", Text.assemble(f"{flight}{s.sub_done} done, ", failed,
+                                                    s.batch_text()))
             if s.children_running or s.children_done:
                 grid.add_row("child RLMs",
                               Text(f"{s.children_running} running, {s.children_done} done"))

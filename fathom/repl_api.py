@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from fathom.errors import CallRefused
 
 __all__ = [
-    "CallRefused", "FunctionSpec", "Handler", "Param", "ParamKind", "ReplFunction", "ReplHost",
-    "functions", "get", "register", "unregister",
+    "Batch", "CallRefused", "FunctionSpec", "Handler", "Param", "ParamKind", "ReplFunction",
+    "ReplHost", "functions", "get", "register", "unregister",
 ]
 
 
@@ -99,20 +99,28 @@ class FunctionSpec:
         return cls(str(data["name"]), params, str(data["returns"]), str(data["doc"]))
 
 
+@dataclass(frozen=True)
+class Batch:
+    """The calls of one batched REPL call: their shared id, and how many there are."""
+
+    id: str
+    size: int
+
+
 class ReplHost(Protocol):
     """What a handler may ask of the run whose REPL called it (the bridge provides it)."""
 
     concurrency: int  # calls of this run that may wait on models at once (max_concurrency)
 
-    def batch_id(self) -> str:
-        """A fresh id tying together the calls of one batched function."""
+    def batch(self, size: int) -> Batch:
+        """A fresh batch tying together the `size` calls of one batched function."""
         ...
 
-    async def llm_query(self, prompt: str, model: str | None, batch_id: str | None) -> str:
+    async def llm_query(self, prompt: str, model: str | None, batch: Batch | None) -> str:
         """One metered sub-call; BudgetExceeded if the budget refuses it."""
         ...
 
-    async def rlm_query(self, prompt: str, context: Any, batch_id: str | None) -> str:
+    async def rlm_query(self, prompt: str, context: Any, batch: Batch | None) -> str:
         """A child run (a sub-call at the depth limit); BudgetExceeded at the budget."""
         ...
 
@@ -229,7 +237,7 @@ async def _llm_query_batched(host: ReplHost, args: dict[str, Any]) -> list[str]:
     prompts = args.get("prompts")
     if not isinstance(prompts, list):
         return [f"Error: llm_query_batched needs a list, got {type(prompts).__name__}"]
-    batch, model = host.batch_id(), _model(args)
+    batch, model = host.batch(len(prompts)), _model(args)
     return await _fan_out(host, (host.llm_query(_text(p), model, batch) for p in prompts))
 
 
@@ -248,7 +256,7 @@ async def _rlm_query_batched(host: ReplHost, args: dict[str, Any]) -> list[str]:
         return [
             f"Error: rlm_query_batched got {len(prompts)} prompts but {count} contexts"
         ] * len(prompts)
-    batch = host.batch_id()
+    batch = host.batch(len(prompts))
     return await _fan_out(
         host, (host.rlm_query(_text(p), c, batch) for p, c in zip(prompts, contexts, strict=True))
     )

@@ -319,12 +319,13 @@ def _recorded_input(start: RunStart, inputs: dict[str, Any]) -> Context:
             "(`fathom replay TRACE --context PATH`)."
         )
     label = start.context.get("source")
+    encoding = inputs.get("encoding") if isinstance(inputs.get("encoding"), str) else None
     if list(files) == [""]:
         source: Source = TextFileSource(files[""], errors=str(inputs.get("errors", "strict")),
-                                        label=label or str(files[""]))
+                                        label=label or str(files[""]), encoding=encoding)
     else:
         source = FilesSource(files, dict(start.context.get("skip_reasons") or {}),
-                             label=label or "files")
+                             label=label or "files", encoding=encoding)
     context = Context(source)
     _check_same_input(inputs, context)
     return context

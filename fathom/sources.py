@@ -283,7 +283,9 @@ class TextFileSource(Source):
 
     def metadata(self) -> ContextMetadata:
         meta = _text_metadata(self._scan, self.label)
-        return replace(meta, inputs=file_inputs({"": self.path}, self.errors, bool(self._owned)))
+        return replace(meta, inputs=file_inputs(
+            {"": self.path}, self.errors, bool(self._owned), self.encoding
+        ))
 
     def load(self) -> Value:
         return load_spec(self._spec())
@@ -310,6 +312,7 @@ class FilesSource(Source):
     def __init__(self, files: dict[str, Path], skipped: dict[str, str], *, label: str,
                  owned: Iterable[Path] = (), encoding: str | None = None) -> None:
         """ContextError when no file is text. `encoding` as for TextFileSource, per file."""
+        self.encoding = encoding
         self.paths: dict[str, Path] = {}
         self._scans: dict[str, TextScan] = {}
         self.encodings: dict[str, str] = {}  # key -> encoding, for the files not in UTF-8
@@ -343,7 +346,9 @@ class FilesSource(Source):
         heads = {key: self._scans[key].head[:PREVIEW_CHARS] for key in keys[:FIRST_KEYS]}
         meta = _items_metadata("dict", lengths, tuple(keys[:FIRST_KEYS]), heads, self.label,
                               self._skipped)
-        return replace(meta, inputs=file_inputs(self.paths, "replace", bool(self._owned)))
+        return replace(meta, inputs=file_inputs(
+            self.paths, "replace", bool(self._owned), self.encoding
+        ))
 
     def load(self) -> Value:
         return load_spec(self._spec())
@@ -382,15 +387,18 @@ def load_spec(spec: dict[str, Any]) -> Value:
     return value
 
 
-def file_inputs(files: dict[str, Path], errors: str, stdin: bool) -> dict[str, Any]:
+def file_inputs(
+    files: dict[str, Path], errors: str, stdin: bool, encoding: str | None = None
+) -> dict[str, Any]:
     """The trace's record of a file-backed input, enough for a replay to read it again.
 
     `files` maps each key to its absolute path ("" for a single text file), `stdin` says
     the input was spooled standard input (gone after the run), and `sha256` hashes the
-    keys and the bytes, so a replay can tell the same input from another.
+    keys and the bytes, so a replay can tell the same input from another. `encoding` is the
+    one the user named (None: UTF-8, or what a byte-order mark says), so it reads the same.
     """
     return {"files": {key: str(path) for key, path in files.items()}, "errors": errors,
-            "stdin": stdin, "sha256": files_sha256(files)}
+            "encoding": encoding, "stdin": stdin, "sha256": files_sha256(files)}
 
 
 def files_sha256(files: dict[str, Path]) -> str | None:

@@ -127,6 +127,7 @@ class LMCallStart(Event):
     call_id: str = ""
     batch_id: str | None = None
     last_chance: bool = False
+    batch_size: int | None = None  # how many calls the batch of `batch_id` makes in all
 
 
 @dataclass(frozen=True)

@@ -226,3 +226,22 @@ def test_an_interrupted_trace_is_reported_as_interrupted(tmp_path: Path) -> None
     assert report.verdict == "INTERRUPTED"
     assert report.summary().startswith("INTERRUPTED: the recorded run has no end")
     assert "Lisbon" in report.summary()  # how far the replay got
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["file", "folder"])
+def test_an_input_read_in_a_named_encoding_is_read_the_same_way_again(
+    tmp_path: Path, many: bool
+) -> None:
+    trace = tmp_path / "run.jsonl"
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes("Café in Lisbon. Lisbon again.".encode("latin-1"))
+    target = folder if many else folder / "a.txt"
+    context = fathom.Context.from_paths([str(target)], encoding="latin-1")
+    code = ("text = context if isinstance(context, str) else ''.join(context.values())\n"
+            "FINAL(text[:4])")
+    root = ScriptedLM([f"```repl\n{code}\n```"], name="scripted:root")
+    answer = fathom.RLM(model=root, sandbox="inprocess", trace=trace).run("q", context).answer
+    assert answer == "Café"
+    report = replay(trace, sandbox="inprocess")
+    assert report.matches and report.replayed_answer == "Café", report.summary()

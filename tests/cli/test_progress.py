@@ -135,3 +135,27 @@ def test_table_summary_has_failed_and_refused_columns(tmp_path: Path) -> None:
     progress.summary(result)
     text = stream.getvalue()
     assert "refused" in text and "failed" in text
+
+
+def test_panel_shows_a_batch_with_its_total() -> None:
+    progress = Progress("live", stream=io.StringIO())
+    calls = [f"c{i}" for i in range(208)]
+    for call in calls:
+        progress(LMCallStart(run_id="r", depth=0, t=0.0, role="sub", call_id=call,
+                             batch_id="r-b1", batch_size=672))
+    for call in calls[:192]:
+        progress(LMCall(run_id="r", depth=0, t=0.0, role="sub", call_id=call, batch_id="r-b1"))
+    console = Console(file=io.StringIO(), width=120, record=True, color_system=None)
+    console.print(progress.render())
+    panel = " ".join(console.export_text().split())
+    assert "16 in flight, 192 done, 0 failed; batch 192/672 done" in panel
+
+
+def test_a_real_batch_carries_its_size_on_every_call_start() -> None:
+    events: list[object] = []
+    root = ScriptedLM(["```repl\nr = llm_query_batched(['a', 'b', 'c'])\nFINAL(len(r))\n```"])
+    fathom.RLM(model=root, sandbox="inprocess", on_event=events.append).run("q", "c")
+    starts = [e for e in events if isinstance(e, LMCallStart) and e.role == "sub"]
+    assert len(starts) == 3 and {(e.batch_size, e.batch_id) for e in starts} == {
+        (3, starts[0].batch_id)
+    }
