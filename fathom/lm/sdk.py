@@ -243,8 +243,8 @@ def translate(exc: Exception, lm: SDKModel) -> Exception:
         )
     if isinstance(exc, sdk.RateLimitError):
         return RateLimitError(
-            f"{name}: still rate-limited after {attempts} attempts; lower "
-            "max_concurrency, wait, or raise your account's limits."
+            f"{name}: still rate-limited after {attempts} attempts; lower the concurrency "
+            "(--max-concurrency, RLM(max_concurrency=...)), wait, or raise your account's limits."
         )
     if isinstance(exc, sdk.APITimeoutError):
         return LMError(
