@@ -10,7 +10,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,local,server]'
+	$(PY) -m pip install --quiet -e '.[dev,local,server,serve,bench,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
