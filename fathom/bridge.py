@@ -33,7 +33,13 @@ class SubCalls:
         self.concurrency = tree.config.max_concurrency
         self.max_batch = tree.config.sandbox_options.max_batch
         room = prompt_room(tree.router.sub)
-        self._specs = [f.spec.render(sub_window=f"{room:,}") for f in repl_api.functions()]
+        self._offered = {
+            f.spec.name for f in repl_api.functions() if tree.config.sub_calls or not f.calls_models
+        }
+        self._specs = [
+            f.spec.render(sub_window=f"{room:,}") for f in repl_api.functions()
+            if f.spec.name in self._offered
+        ]
 
     # --- the Bridge, called from sandbox threads ------------------------------------------
     def functions(self) -> list[FunctionSpec]:
@@ -44,8 +50,8 @@ class SubCalls:
         """Run the handler of REPL function `name`; BudgetExceeded when the budget refuses,
         CallRefused when the call is over a limit (`max_batch`)."""
         function = repl_api.get(name)
-        if function is None:
-            return f"Error: there is no REPL function {name!r}"
+        if function is None or name not in self._offered:
+            return f"Error: there is no REPL function {name!r} in this run"
         repl_api.check_batch(function.spec, args, self.max_batch)
         try:
             return self._wait(function.handler(self, args))

@@ -80,7 +80,8 @@ class Engine:
                 started_at=time.time(),
             )
             messages: list[Message] = [
-                {"role": "system", "content": prompts.system_prompt(bridge.functions())},
+                {"role": "system", "content": prompts.system_prompt(
+                    bridge.functions(), sub_calls=tree.config.sub_calls)},
                 {"role": "user", "content": prompts.first_turn(query, metadata)},
             ]
             answer, reason = await self._loop(query, messages, sandbox)

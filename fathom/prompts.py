@@ -65,10 +65,17 @@ shortened:]
 {digest}"""
 
 
-def system_prompt(functions: list[FunctionSpec]) -> str:
+NO_SUB_CALLS = """
+
+This run has no sub-calls: no language model can be called from the REPL, so ignore the \
+advice above to use them. Read the context with code alone (slicing, searching, regular \
+expressions, parsing, counting) and with your own reading of what you print."""
+
+
+def system_prompt(functions: list[FunctionSpec], *, sub_calls: bool = True) -> str:
     """The system prompt, listing the REPL functions this run offers."""
     listed = "\n".join(f"- {spec.line}" for spec in functions)
-    return SYSTEM_PROMPT.format(functions=listed)
+    return SYSTEM_PROMPT.format(functions=listed) + ("" if sub_calls else NO_SUB_CALLS)
 
 
 def first_turn(query: str, metadata: ContextMetadata) -> str:

@@ -134,16 +134,21 @@ class ReplFunction:
 
     spec: FunctionSpec
     handler: Handler
+    calls_models: bool = False  # a run with sub_calls=False does not offer it
 
 
 _FUNCTIONS: dict[str, ReplFunction] = {}
 
 
 def register(
-    name: str, params: list[Param], returns: str, doc: str, handler: Handler
+    name: str, params: list[Param], returns: str, doc: str, handler: Handler,
+    *, calls_models: bool = False,
 ) -> ReplFunction:
-    """Add (or replace) a REPL function; every later run offers it."""
-    function = ReplFunction(FunctionSpec(name, tuple(params), returns, doc), handler)
+    """Add (or replace) a REPL function; every later run offers it (a model-calling one only
+    where sub-calls are on)."""
+    function = ReplFunction(
+        FunctionSpec(name, tuple(params), returns, doc), handler, calls_models
+    )
     _FUNCTIONS[name] = function
     return function
 
@@ -271,23 +276,23 @@ register(
     "ask a language model one question. It can read far more text than you see here "
     "(around {sub_window} characters), so give it whole chunks of the context together "
     "with a precise question.",
-    _llm_query,
+    _llm_query, calls_models=True,
 )
 register(
     "llm_query_batched", [_PROMPTS, _MODEL], "list[str]",
     "many llm_query calls run concurrently; answers come back in the order of the "
     "prompts. Prefer it to a loop.",
-    _llm_query_batched,
+    _llm_query_batched, calls_models=True,
 )
 register(
     "rlm_query", [_PROMPT, Param("context")], "str",
     "a recursive sub-call: a new RLM with its own REPL whose `context` is the one you "
     "pass (or the prompt itself). Use it for sub-problems that are themselves too big "
     "for one llm_query.",
-    _rlm_query,
+    _rlm_query, calls_models=True,
 )
 register(
     "rlm_query_batched", [_PROMPTS, Param("contexts")], "list[str]",
     "many rlm_query calls concurrently.",
-    _rlm_query_batched,
+    _rlm_query_batched, calls_models=True,
 )

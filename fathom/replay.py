@@ -262,6 +262,7 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
         max_concurrency=int(config.get("max_concurrency", 16)),
         output_limit=int(config.get("output_limit", 20_000)),
         compact_at=float(config.get("compact_at", 0.8)),
+        sub_calls=bool(config.get("sub_calls", True)),
         exec_timeout=float(config.get("exec_timeout", 120.0)),
         max_message_mb=int(config.get("max_message_mb", 64)),
         max_batch=int(config.get("max_batch", 10_000)),

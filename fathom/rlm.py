@@ -59,6 +59,7 @@ class RLM:
         request_timeout: float = 300.0,
         context_window: int | None = None,
         max_output_tokens: int | None = None,
+        sub_calls: bool = True,
     ) -> None:
         _check_positive(max_iterations=max_iterations, max_concurrency=max_concurrency,
                         exec_timeout=exec_timeout, output_limit=output_limit,
@@ -126,6 +127,7 @@ class RLM:
             max_concurrency=max_concurrency,
             output_limit=output_limit,
             compact_at=compact_at,
+            sub_calls=sub_calls,
             sandbox=sandbox,
             sandbox_options=SandboxOptions(
                 exec_timeout=exec_timeout, memory_mb=memory_mb, isolation=sandbox_isolation,

@@ -35,6 +35,7 @@ class RunConfig:
     max_concurrency: int = 16
     output_limit: int = 20_000
     compact_at: float = 0.8
+    sub_calls: bool = True  # False: REPL code gets no function that calls a model
     sandbox: str | SandboxFactory = "subprocess"
     sandbox_options: SandboxOptions = field(default_factory=SandboxOptions)
 
@@ -47,6 +48,7 @@ class RunConfig:
             "max_concurrency": self.max_concurrency,
             "output_limit": self.output_limit,
             "compact_at": self.compact_at,
+            "sub_calls": self.sub_calls,
             "sandbox": self.sandbox if isinstance(self.sandbox, str) else repr(self.sandbox),
             "exec_timeout": opts.exec_timeout,
             "memory_mb": opts.memory_mb,
