@@ -468,5 +468,10 @@ def doctor(isolation: IsolationLevel) -> None:
         click.echo(f"  {safe_text(layer.name):<{width}}  {safe_text(layer.text)}")
 
 
+from fathom.server.cli import mcp, serve  # noqa: E402  (their heavy imports are lazy)
+
+main.add_command(serve)
+main.add_command(mcp)
+
 if __name__ == "__main__":
     main()
