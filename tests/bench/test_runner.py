@@ -1,0 +1,93 @@
+"""The runner: one row per (task, size, seed, method), resume, the dollar budget, bad arguments."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fathom.bench import runner
+from fathom.bench.executors import LocalExecutor
+from fathom.bench.methods import Limits
+from fathom.bench.results import RESULTS, read_rows
+from fathom.bench.tasks import register
+from fathom.errors import ConfigError
+from fathom.trace import read as read_trace
+from tests.bench.fakes import Scripted, Secret
+
+ROW_FIELDS = {
+    "task", "size", "seed", "method", "model", "score", "expected", "answer", "prompt_tokens",
+    "output_tokens", "usd", "seconds", "iterations", "stop_reason", "trace",
+}
+
+
+@pytest.fixture(autouse=True)
+def secret_family() -> Iterator[None]:
+    register(Secret())
+    yield
+
+
+def plan(methods: str = "direct,bm25,summarize,repl,rlm,rlm2", **models: float) -> runner.Plan:
+    return runner.Plan.parse("secret", "2k,4k", 2, methods, Scripted(**models),
+                             Limits(sandbox="inprocess", max_iterations=3))
+
+
+def test_every_row_is_written_with_its_trace(tmp_path: Path) -> None:
+    state = runner.run(plan(), tmp_path, LocalExecutor(), concurrency=2)
+    rows = read_rows(tmp_path / RESULTS)
+    assert state.done == len(rows) == 2 * 2 * 6 and state.skipped == 0
+    for row in rows:
+        assert row.keys() >= ROW_FIELDS
+        assert row["score"] == 1.0, row
+        assert row["stop_reason"] == "final" and row["prompt_tokens"] > 0
+        events = read_trace(tmp_path / row["trace"])
+        assert events[0].type == "run_start" and events[-1].type == "run_end"
+    assert {r["method"] for r in rows} == {"direct", "bm25", "summarize", "repl", "rlm", "rlm2"}
+    assert len({r["trace"] for r in rows}) == len(rows)
+
+
+def test_direct_reports_truncation_to_the_window(tmp_path: Path) -> None:
+    small = runner.Plan.parse("secret", "8k", 1, "direct", Scripted(context_window=2_000),
+                              Limits(sandbox="inprocess"))
+    runner.run(small, tmp_path, LocalExecutor())
+    (row,) = read_rows(tmp_path / RESULTS)
+    notes = row["notes"]
+    assert notes["truncated"] is True and notes["kept_chars"] < 8_000 < notes["input_chars"]
+    assert row["score"] == 0.0  # the needle sat in the half that was cut
+
+
+def test_a_second_run_redoes_nothing_and_a_cut_last_line_is_redone(tmp_path: Path) -> None:
+    first = runner.run(plan("direct,rlm"), tmp_path, LocalExecutor())
+    again = runner.run(plan("direct,rlm"), tmp_path, LocalExecutor())
+    assert again.skipped == again.total == first.done == 8 and again.done == 0
+    # A run killed while writing leaves half a line: that row alone runs again.
+    path = tmp_path / RESULTS
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 1] + b'{"task": "secr')
+    resumed = runner.run(plan("direct,rlm"), tmp_path, LocalExecutor())
+    assert resumed.skipped == 7 and resumed.done == 1
+    lines = path.read_text().splitlines()
+    assert len(lines) == 8 and all(json.loads(line) for line in lines)
+
+
+def test_max_usd_bounds_the_whole_run(tmp_path: Path) -> None:
+    # Each row costs about $0.001 at $1 per million tokens (2k tokens of input).
+    state = runner.run(plan("direct", usd_per_million=1.0), tmp_path, LocalExecutor(),
+                       max_usd=0.0025)
+    assert 0 < state.done < 4 and state.not_started == 4 - state.done
+    assert state.usd <= 0.0025 * 1.5  # at most the last call in flight goes over
+    resumed = runner.run(plan("direct", usd_per_million=1.0), tmp_path, LocalExecutor())
+    assert resumed.done == 4 - state.done  # the rows left out run later
+
+
+@pytest.mark.parametrize(
+    ("tasks", "sizes", "methods", "named"),
+    [("nope", "2k", "rlm", "niah"), ("secret", "2x", "rlm", "32k"),
+     ("secret", "2k", "rlm3", "rlm2"), ("", "2k", "rlm", "--tasks")],
+)
+def test_bad_arguments_name_the_valid_values(tasks: str, sizes: str, methods: str,
+                                             named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        runner.Plan.parse(tasks, sizes, 1, methods, Scripted())
