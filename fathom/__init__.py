@@ -7,12 +7,15 @@ from fathom.context import Context
 from fathom.errors import (
     BudgetExceeded,
     ConfigError,
+    ContextChanged,
     ContextError,
     FathomError,
     LMError,
     SandboxError,
+    SessionError,
 )
 from fathom.rlm import RLM, Result
+from fathom.session import Session
 
 __version__ = "0.1.0"
 
@@ -22,10 +25,13 @@ __all__ = [
     "BudgetExceeded",
     "ConfigError",
     "Context",
+    "ContextChanged",
     "ContextError",
     "FathomError",
     "LMError",
     "Result",
     "SandboxError",
+    "Session",
+    "SessionError",
     "__version__",
 ]

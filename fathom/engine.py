@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from fathom import prompts, protocol
 from fathom.bridge import SubCalls
@@ -21,7 +21,7 @@ from fathom.errors import BudgetExceeded, FathomError, LMError
 from fathom.lm.base import Message, prompt_room
 from fathom.result import AnswerSource, Result, StopReason
 from fathom.sandbox import create
-from fathom.sandbox.base import ExecResult, Sandbox
+from fathom.sandbox.base import Bridge, ExecResult, Sandbox
 from fathom.trace import (
     Event,
     ExecEvent,
@@ -36,12 +36,26 @@ from fathom.tree import RunTree
 KEEP_RECENT_TURNS = 4
 
 
-class Engine:
-    """One run at one depth: its own sandbox and message history."""
+class Workspace(Protocol):
+    """A session's started sandbox, lent to the root run of one question; it outlives the run."""
 
-    def __init__(self, tree: RunTree, handle: RunHandle) -> None:
+    note: str  # what earlier questions left in the REPL, told in the first turn
+
+    def attach(self, bridge: Bridge) -> Sandbox:
+        """The sandbox, its REPL calls now answered by `bridge` (this run's)."""
+        ...
+
+
+class Engine:
+    """One run at one depth: its own sandbox (or a session's) and message history."""
+
+    def __init__(
+        self, tree: RunTree, handle: RunHandle, workspace: Workspace | None = None
+    ) -> None:
         self.tree = tree
         self.handle = handle
+        # Only a session's root run works in its sandbox; child runs start their own.
+        self.workspace = workspace if handle.depth == 0 else None
         self._last_text = ""
         self._last_output = ""
         self._source: AnswerSource | None = None  # set with an answer the model gave
@@ -64,19 +78,22 @@ class Engine:
         """Run the loop to a FINAL, the iteration limit, the budget or an error."""
         started = time.monotonic()
         tree, query = self.tree, self.handle.query
-        sandbox: Sandbox | None = None
+        sandbox: Sandbox | None = None  # this run's own, closed at its end
         answer, error = "", None
         error_type: type[Exception] | None = None
         reason: StopReason = "error"
         try:
             metadata = context.metadata()
-            sandbox = create(tree.config.sandbox, tree.config.sandbox_options)
             bridge = SubCalls(tree, self.handle)
-            await self._blocking(sandbox.start, context, bridge)
+            if self.workspace is None:
+                sandbox = repl = create(tree.config.sandbox, tree.config.sandbox_options)
+                await self._blocking(sandbox.start, context, bridge)
+            else:
+                repl = self.workspace.attach(bridge)
             self._event(
                 RunStart, query=query, context=metadata.to_dict(), model=tree.router.root.name,
                 sub_model=tree.router.sub.name, config=tree.config.to_dict(),
-                isolation=sandbox.isolation(), parent_run_id=self.handle.parent_run_id,
+                isolation=repl.isolation(), parent_run_id=self.handle.parent_run_id,
                 started_at=time.time(),
             )
             messages: list[Message] = [
@@ -84,7 +101,9 @@ class Engine:
                     bridge.functions(), sub_calls=tree.config.sub_calls)},
                 {"role": "user", "content": prompts.first_turn(query, metadata)},
             ]
-            answer, reason = await self._loop(query, messages, sandbox)
+            if self.workspace is not None and self.workspace.note:
+                messages[1]["content"] += "\n\n" + self.workspace.note
+            answer, reason = await self._loop(query, messages, repl)
         except BudgetExceeded:
             answer, reason = self._best_answer(), "budget"
         except FathomError as exc:

@@ -13,7 +13,9 @@
     ├── BudgetExceeded       raised inside the engine when a limit stops a new call
     ├── CallRefused          a REPL call over a sandbox limit (batch size, message size);
     │                        also a ValueError, raised in the REPL code, which can split it
-    └── TraceError           a trace file is malformed
+    ├── TraceError           a trace file is malformed
+    └── SessionError         a saved session cannot be used
+        └── ContextChanged        the context differs from the one the session was saved with
 """
 
 from __future__ import annotations
@@ -70,3 +72,11 @@ class CallRefused(FathomError, ValueError):
 
 class TraceError(FathomError):
     """A trace file could not be parsed."""
+
+
+class SessionError(FathomError):
+    """A saved session file cannot be read or used."""
+
+
+class ContextChanged(SessionError):
+    """The context given to Session.load is not the one the session was saved with."""

@@ -128,3 +128,19 @@ def exec_report(index: int, count: int, output: str) -> str:
     """How one block's output is shown to the model."""
     label = f"Output of repl block {index} of {count}" if count > 1 else "Output of your repl block"
     return f"{label}:\n{output if output.strip() else '(no output)'}"
+
+
+SESSION_STATE = """\
+This query continues a session: the REPL still holds what earlier queries left in it. \
+Reuse it where it helps (an index built before need not be built again); the values are \
+not shown here, only their names, types and sizes:
+{variables}
+`history` is a list of the {count} earlier queries of this session and their answers, \
+each a dict with the keys "question" and "answer"."""
+
+
+def session_state(variables: dict[str, str], count: int) -> str:
+    """What a session's earlier queries left in the REPL, for the first turn: names, types
+    and sizes of the variables, never their contents."""
+    listed = "\n".join(f"- {name}: {text}" for name, text in variables.items()) or "(none)"
+    return SESSION_STATE.format(variables=listed, count=count)

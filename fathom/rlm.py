@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import sys
 import threading
 import warnings
@@ -13,7 +14,7 @@ from typing import Any
 
 from fathom.budget import Budget, Spend
 from fathom.context import Context
-from fathom.engine import Engine
+from fathom.engine import Engine, Workspace
 from fathom.errors import ConfigError
 from fathom.lm.base import LM
 from fathom.lm.router import ModelRouter
@@ -25,6 +26,7 @@ from fathom.sandbox import (
     SandboxOptions,
     sandbox_names,
 )
+from fathom.session import Session
 from fathom.trace import MAX_TRACE_BYTES, Event, EventSinks, TraceWriter
 from fathom.tree import RunConfig, RunTree
 
@@ -164,16 +166,26 @@ class RLM:
             raise ConfigError("The query must be a non-empty string: pass the question to answer.")
         owned = not isinstance(context, Context)
         ctx = Context.from_value(context)
-        router = self._router()
-        self._check_prices(router)
-        self._check_trace_is_not_input(ctx)
-        writer = (
-            TraceWriter(self.trace, max_bytes=self.trace_max_bytes)
-            if self.trace is not None else None
-        )
+        try:
+            router = self._router()
+            self._check_prices(router)
+            return await self._query(query, ctx, router=router, trace=self.trace)
+        finally:
+            if owned:
+                ctx.close()
+
+    async def _query(
+        self, query: str, ctx: Context, *, router: ModelRouter, trace: Path | None,
+        workspace: Workspace | None = None,
+    ) -> Result:
+        """One query on a loaded context: the path of `arun` and of every session question
+        (which lends its live sandbox as `workspace`)."""
+        self._check_trace_is_not_input(ctx, trace)
+        writer = TraceWriter(trace, max_bytes=self.trace_max_bytes) if trace is not None else None
         emit = EventSinks([s for s in (writer, self.on_event) if s is not None])
+        engine = Engine if workspace is None else functools.partial(Engine, workspace=workspace)
         tree = RunTree(
-            self.config, router, Spend(self.budget), emit, asyncio.get_running_loop(), Engine
+            self.config, router, Spend(self.budget), emit, asyncio.get_running_loop(), engine
         )
         try:
             result = await tree.run(query, ctx)
@@ -181,11 +193,14 @@ class RLM:
             await tree.cancel_tasks()
             if writer is not None:
                 writer.close()
-            if owned:
-                ctx.close()
         if writer is not None and writer.error is None:
-            result = dataclasses.replace(result, trace_path=str(self.trace))
+            result = dataclasses.replace(result, trace_path=str(trace))
         return result
+
+    def session(self, context: Any) -> Session:
+        """Load `context` and start the sandbox once, to ask many questions in it (REPL
+        variables persist between them): `with rlm.session(context) as s: s.ask(...)`."""
+        return Session(self, context)
 
     def _router(self) -> ModelRouter:
         from fathom.lm import resolve
@@ -200,13 +215,13 @@ class RLM:
         sub = root if self.sub_model is None else wrap(resolve(self.sub_model))
         return ModelRouter(root, sub, self.allowed_models, wrap)
 
-    def _check_trace_is_not_input(self, ctx: Context) -> None:
-        if self.trace is None:
+    def _check_trace_is_not_input(self, ctx: Context, trace: Path | None) -> None:
+        if trace is None:
             return
-        target = self.trace.resolve()
+        target = trace.resolve()
         if any(path.resolve() == target for path in ctx.files()):
             raise ConfigError(
-                f"The trace path {self.trace} is one of the input files; writing the trace "
+                f"The trace path {trace} is one of the input files; writing the trace "
                 "would destroy it. Pass another trace path."
             )
 

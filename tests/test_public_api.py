@@ -23,12 +23,15 @@ FATHOM_ALL = [
     "BudgetExceeded",
     "ConfigError",
     "Context",
+    "ContextChanged",
     "ContextError",
     "FathomError",
     "LMError",
     "RLM",
     "Result",
     "SandboxError",
+    "Session",
+    "SessionError",
     "__version__",
 ]
 

@@ -15,7 +15,7 @@ import time
 
 from fathom.context import Context
 from fathom.errors import SandboxError
-from fathom.sandbox import SandboxOptions
+from fathom.sandbox import SandboxOptions, state
 from fathom.sandbox.base import Bridge, ExecResult
 from fathom.sandbox.repl import ExecInterrupted, Outcome, Repl
 
@@ -84,6 +84,18 @@ class InProcessSandbox:
             final=outcome.final,
             notice=notice,
         )
+
+    def variables(self) -> dict[str, str]:
+        """The REPL's user variables: name -> type and size, as SHOW_VARS prints them."""
+        return self._require().variables()
+
+    def take_variables(self, skip: frozenset[str] = frozenset()) -> state.Variables:
+        """The REPL's variables, pickled (see fathom.sandbox.state.take)."""
+        return state.take(self._require(), skip)
+
+    def put_variables(self, variables: state.Variables) -> tuple[list[str], dict[str, str]]:
+        """Rebuild saved variables: the names restored, those lost and why."""
+        return state.put(self._require(), variables)
 
     def isolation(self) -> dict[str, str]:
         """No protection layer: the code runs with this process's rights."""

@@ -52,6 +52,7 @@ from fathom.sandbox.process import (
     describe_exit,
     split_fatal,
 )
+from fathom.sandbox.state import Assembler, Variables, to_messages
 from fathom.sandbox.worker import Restore
 
 
@@ -470,6 +471,78 @@ class SubprocessSandbox:
         slow = names_from(ready.get("slow"))
         why = f" ({', '.join(slow)} took too long to restore)" if slow else ""
         return names_from(ready.get("restored")), names_from(ready.get("lost")), why
+
+    # --- a session's variables ------------------------------------------------------------
+    def variables(self) -> dict[str, str]:
+        """The REPL's user variables: name -> type and size, as SHOW_VARS prints them."""
+        reply, _ = self._session_request({"op": "vars"}, "vars")
+        found = reply.get("variables")
+        if not isinstance(found, dict):
+            return {}
+        return {str(k)[:200]: str(v)[:200] for k, v in list(found.items())[:1000]}
+
+    def take_variables(self, skip: frozenset[str] = frozenset()) -> Variables:
+        """The REPL's variables, pickled in the worker (see fathom.sandbox.state.take)."""
+        reply, variables = self._session_request({"op": "take", "skip": sorted(skip)}, "taken")
+        lost = reply.get("lost")
+        if isinstance(lost, dict):
+            variables.lost.update({str(k): str(v)[:200] for k, v in lost.items()})
+        return variables
+
+    def put_variables(self, variables: Variables) -> tuple[list[str], dict[str, str]]:
+        """Rebuild saved variables in the worker: the names restored, those lost and why."""
+        with self._lock:
+            process = self._require()
+            self._ids += 1
+            chunk = max(1024, (process.channel.max_bytes - 4096) * 3 // 4)
+            try:
+                for part in to_messages(variables, self._ids, chunk):
+                    process.channel.send(part)
+            except ChannelClosed as exc:
+                raise SandboxError(f"The sandbox worker is gone ({exc}).") from exc
+        reply, _ = self._session_request({"op": "put"}, "put")
+        restored = names_from(reply.get("restored"))
+        lost = reply.get("lost")
+        lost = {str(k): str(v)[:200] for k, v in lost.items()} if isinstance(lost, dict) else {}
+        for name in variables.saved.keys() - set(restored) - lost.keys():
+            lost[name] = "it did not reach the worker"
+        return restored, {**variables.lost, **lost}
+
+    def interrupt(self) -> None:
+        """Stop the running block as its timeout would (a session's Ctrl-C); no-op when idle."""
+        process = self._state.process
+        if process is not None and process.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.popen.pid, signal.SIGINT)  # the worker ignores it between blocks
+
+    def _session_request(
+        self, message: dict[str, Any], answer: str
+    ) -> tuple[dict[str, Any], Variables]:
+        """Send a session op and wait for its `answer`, collecting the `var` messages before it."""
+        with self._lock:
+            process = self._require()
+            self._ids += 1
+            msg_id = self._ids
+            incoming = Assembler()
+            deadline = time.monotonic() + max(self.start_timeout, self.options.exec_timeout)
+            try:
+                process.channel.send({**message, "id": msg_id})
+                while (remaining := deadline - time.monotonic()) > 0:
+                    got = process.channel.recv(remaining)
+                    if got is None:
+                        break
+                    kind = got.get("op")
+                    if kind == "call":  # a thread an earlier block started
+                        self._serve(process, got)
+                    elif kind == "var" and got.get("id") == msg_id:
+                        incoming.add(got)
+                    elif kind == answer and got.get("id") == msg_id:
+                        return dict(got), incoming.variables
+            except (ChannelClosed, BadMessage, ValueError) as exc:
+                raise SandboxError(
+                    f"The sandbox worker failed to answer a session request ({exc})."
+                ) from exc
+            raise SandboxError("The sandbox worker did not answer a session request in time.")
 
     # --- inspection ---------------------------------------------------------------------
     def isolation(self) -> dict[str, str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 from fathom.context import load_spec
 from fathom.repl_api import CallRefused, FunctionSpec
+from fathom.sandbox import state
 from fathom.sandbox.channel import (
     BadMessage,
     Channel,
@@ -39,9 +40,12 @@ from fathom.sandbox.channel import (
     raise_refusal,
 )
 from fathom.sandbox.isolation import layers_to_text, worker_side
-from fathom.sandbox.repl import REPL_MODULE, Repl
+from fathom.sandbox.repl import Repl
+from fathom.sandbox.state import defined_here
 
 SNAPSHOT_NAME = ".fathom-snapshot.pkl"
+# A session's requests about the REPL's variables (see Worker.session_op).
+SESSION_OPS = frozenset({"vars", "take", "var", "put"})
 
 
 class Restore(enum.Enum):
@@ -127,6 +131,7 @@ class Worker:
         self._timeout_text: str | None = None
         self._blobs: dict[str, tuple[Any, bytes]] = {}
         self._saved: dict[str, tuple[str, Any]] | None = None
+        self._incoming = state.Assembler()  # variables a session is putting back
 
     def read_forever(self) -> None:
         """Reader thread: route replies to waiting calls, queue the rest; exit with the parent."""
@@ -160,6 +165,8 @@ class Worker:
                 self.snapshot()
             elif op == "stop":
                 return
+            elif op in SESSION_OPS:
+                self.session_op(message)
 
     def _exec(self, message: dict[str, Any]) -> None:
         timeout = message.get("timeout")
@@ -189,6 +196,32 @@ class Worker:
             # A timed-out block may have left processes behind (a fork bomb): end them.
             worker_side.kill_strays(self.isolation_spec)
 
+    # --- a session's variables (fathom.sandbox.state) -------------------------------------
+    def session_op(self, message: dict[str, Any]) -> None:
+        """List the variables, send them (`take`), or receive (`var`) and rebuild (`put`) them."""
+        op, msg_id = message.get("op"), message.get("id")
+        if op == "vars":
+            self.channel.send({"op": "vars", "id": msg_id, "variables": self.repl.variables()})
+        elif op == "take":
+            skip = message.get("skip")
+            names = frozenset(n for n in skip if isinstance(n, str)) if isinstance(skip, list) \
+                else frozenset()
+            chunk = max(1024, (self.channel.max_bytes - 4096) * 3 // 4)  # base64 grows by 4/3
+            variables = state.take(self.repl, names)
+            for part in state.to_messages(variables, msg_id, chunk):
+                self.channel.send(part)
+            self.channel.send({"op": "taken", "id": msg_id, "lost": variables.lost})
+        elif op == "var":
+            try:
+                self._incoming.add(message)
+            except ValueError:
+                self._incoming = state.Assembler()  # the `put` reports those names as missing
+        elif op == "put":
+            restored, lost = state.put(self.repl, self._incoming.variables)
+            self._incoming = state.Assembler()
+            self.channel.send({"op": "put", "id": msg_id, "restored": restored, "lost": lost})
+            self.snapshot()  # a crash from now on restores them too
+
     # --- crash recovery --------------------------------------------------------------
     def snapshot(self) -> None:
         """Save what a restarted worker can rebuild: modules, definitions, picklable values."""
@@ -202,7 +235,7 @@ class Worker:
                 entries[name] = ("context", None)
             elif isinstance(value, types.ModuleType):
                 entries[name] = ("module", value.__name__)
-            elif _defined_here(value, name) and name in self.repl.definitions:
+            elif defined_here(value, name) and name in self.repl.definitions:
                 entries[name] = ("source", self.repl.definitions[name])
             else:
                 cached = self._blobs.get(name)
@@ -374,14 +407,6 @@ def _pickle_capped(value: Any, cap: int) -> bytes:
     buffer = _CappedBuffer(max(cap, 0))
     pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
     return buffer.getvalue()
-
-
-def _defined_here(value: Any, name: str) -> bool:
-    return (
-        isinstance(value, types.FunctionType | type)
-        and getattr(value, "__module__", None) == REPL_MODULE
-        and getattr(value, "__name__", None) == name
-    )
 
 
 def main(argv: list[str]) -> int:
