@@ -46,9 +46,11 @@ def create_app(config: ServerConfig, runs: Runs | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        # Shutdown: uvicorn has waited up to the grace time for responses; cancel what is
-        # left so every worker process is gone before the server exits.
+        # Shutdown: uvicorn has waited up to the grace time for responses and cancelled the
+        # rest; cancel their runs too, so every worker is gone before the server exits, and
+        # give the cancelled requests a moment to finish (and log) before the loop stops.
         await runs.cancel_all()
+        await asyncio.sleep(0.2)
 
     app = Starlette(
         routes=[
@@ -272,6 +274,11 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still going when the grace time is over; their
+            # runs are cancelled already. Ending the task here, logged as cancelled, keeps
+            # a traceback of the cancellation out of the server log.
+            scope["state"]["outcome"] = "cancelled"
         finally:
             route = scope["path"] if scope["path"] in _ROUTES else "other"
             self.metrics.requests.labels(route, str(status[0])).inc()

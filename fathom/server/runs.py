@@ -66,8 +66,14 @@ class Runs:
         """
         task = asyncio.create_task(self._run(query, context, paths, budget, progress))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task[fathom.Result]) -> None:
+        # A done callback, not a `finally` in the task: a task cancelled before its first
+        # step never runs its body, and its place must still be given back.
+        self._tasks.discard(task)
+        self._admitted -= 1
 
     async def _run(self, query: str, context: Any, paths: Sequence[Path] | None,
                    budget: Budget, progress: Progress | None) -> fathom.Result:
@@ -83,7 +89,6 @@ class Runs:
         finally:
             if queued:
                 self.metrics.queued.dec()
-            self._admitted -= 1
 
     async def _run_now(self, query: str, context: Any, paths: Sequence[Path] | None,
                        budget: Budget, progress: Progress | None) -> fathom.Result:
