@@ -17,6 +17,11 @@ __all__ = ["Family", "Task", "families", "get_family", "parse_size", "register"]
 # multi-document reasoning and code.
 _BUILTINS = {
     "niah": "fathom.bench.tasks.niah:FAMILY",
+    "vartrack": "fathom.bench.tasks.vartrack:FAMILY",
+    "oolong": "fathom.bench.tasks.oolong:FAMILY",
+    "pairs": "fathom.bench.tasks.pairs:FAMILY",
+    "multihop": "fathom.bench.tasks.multihop:FAMILY",
+    "codeqa": "fathom.bench.tasks.codeqa:FAMILY",
 }
 
 _registry: Registry[Family] = Registry(_BUILTINS)
