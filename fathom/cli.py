@@ -32,6 +32,7 @@ from fathom.errors import (
     ContextError,
     FathomError,
     ProviderUnavailable,
+    SessionError,
     TraceError,
 )
 from fathom.sandbox import ISOLATION_LEVELS, IsolationLevel, sandbox_names
@@ -96,7 +97,8 @@ def _echo_json(value: dict[str, Any]) -> None:
     click.echo(safe_json(json.dumps(value, indent=2, ensure_ascii=False)))
 
 
-_USAGE_CLASSES = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError)
+_USAGE_CLASSES = (ConfigError, ContextError, AuthenticationError, ProviderUnavailable, TraceError,
+                  SessionError)
 
 
 def _exit_code_for(error: BaseException | type[BaseException] | None) -> int:
@@ -466,6 +468,75 @@ def doctor(isolation: IsolationLevel) -> None:
     click.echo(f"sandbox protection layers (subprocess sandbox, isolation={isolation}):")
     for layer in layers.values():
         click.echo(f"  {safe_text(layer.name):<{width}}  {safe_text(layer.text)}")
+
+
+CHAT_HELP = """Ask questions about PATH... in a loop at a prompt; the input is loaded once.
+
+Every question runs in the same sandbox REPL: what the model built for one (an
+index, a parsed table) is there for the next, and `history` lists the questions
+and answers so far. Each question shows its live progress; Ctrl-C cancels the
+question being answered, Ctrl-D leaves. PATH is read as by `fathom ask`;
+--trace writes one trace per question (run.jsonl -> run.1.jsonl, run.2.jsonl) and
+the budget options limit each question.
+
+\b
+Examples:
+  fathom chat src/ --model anthropic:claude-sonnet-4-5
+  fathom chat logs/ --save logs.session       # written after every answer
+  fathom chat logs/ --resume logs.session --save logs.session
+"""
+
+# `fathom ask`'s options that mean the same in a chat, where each question is one run.
+CHAT_OPTIONS = frozenset({
+    "model", "sub_model", "context_window", "max_output_tokens", "request_timeout", "sandbox",
+    "isolation", "max_iterations", "max_depth", "max_usd", "max_seconds", "max_tokens",
+    "prices", "max_concurrency", "trace", "cache", "quiet", "encoding", "encoding_errors",
+    "include_ignored",
+})
+
+
+@main.command(help=CHAT_HELP, no_args_is_help=True)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the session (history and REPL variables) to FILE "
+                                 "after every answer.")
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Start from a session written by --save; PATH must be the same input.")
+def chat(paths: tuple[str, ...], save_path: Path | None, resume: Path | None,
+         **options: Any) -> None:
+    from fathom.chat import Chat, enable_line_editing, leave_on_signals
+
+    leave_on_signals()
+    _set_prices(options["prices"], options["max_usd"], options["model"], options["sub_model"])
+    context = _read_context(paths, options["encoding"], options["encoding_errors"],
+                            options["include_ignored"], options["quiet"])
+    budget = None
+    if any(options[k] is not None for k in ("max_usd", "max_seconds", "max_tokens")):
+        budget = fathom.Budget(usd=options["max_usd"], seconds=options["max_seconds"],
+                               tokens=options["max_tokens"])
+    try:
+        rlm = fathom.RLM(
+            model=options["model"], sub_model=options["sub_model"], sandbox=options["sandbox"],
+            sandbox_isolation=options["isolation"], context_window=options["context_window"],
+            max_output_tokens=options["max_output_tokens"],
+            request_timeout=options["request_timeout"],
+            max_iterations=options["max_iterations"], max_depth=options["max_depth"],
+            max_concurrency=options["max_concurrency"], budget=budget, trace=options["trace"],
+            cache=options["cache"],
+        )
+        session = fathom.Session.load(resume, rlm, context) if resume else rlm.session(context)
+        with session:
+            enable_line_editing()
+            Chat(session, save=save_path, progress="quiet" if options["quiet"] else "auto").run()
+    except FathomError as exc:
+        _fail(str(exc), _exit_code_for(exc))
+    except KeyboardInterrupt:  # while the input loads or the sandbox starts
+        _fail("interrupted", 128 + signal.SIGINT)
+    finally:
+        _close(context)
+
+
+chat.params.extend(p for p in ask.params if p.name in CHAT_OPTIONS)
 
 
 from fathom.server.cli import mcp, serve  # noqa: E402  (their heavy imports are lazy)

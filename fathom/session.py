@@ -39,6 +39,7 @@ from fathom.result import Result
 from fathom.sandbox import create
 from fathom.sandbox.base import Bridge, Sandbox
 from fathom.sandbox.state import Kind, Variables
+from fathom.trace import Event
 from fathom.tree import RunConfig, RunTree
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ class Runner(Protocol):
 
     config: RunConfig
     trace: Path | None
+    on_event: Callable[[Event], None] | None
 
     def _router(self) -> ModelRouter: ...
 
@@ -103,6 +105,7 @@ class Session:
         self._relay: _Relay | None = None
         self._router: ModelRouter | None = None
         self._asking = threading.Lock()
+        self._asked = 0  # questions asked, answered or not: they number the traces
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> Session:
@@ -163,6 +166,7 @@ class Session:
         try:
             await self._start()
             assert self._router is not None
+            self._asked = max(self._asked, len(self.history)) + 1  # cancelled ones count
             path = Path(trace) if trace is not None else self._numbered_trace()
             self.note = await asyncio.to_thread(self._describe)
             try:
@@ -285,8 +289,7 @@ class Session:
         base = self.rlm.trace
         if base is None:
             return None
-        number = len(self.history) + 1
-        return base.with_name(f"{base.stem}.{number}{base.suffix}")
+        return base.with_name(f"{base.stem}.{self._asked}{base.suffix}")
 
     def _describe(self) -> str:
         """The first turn's note on what earlier questions left (empty at a fresh start)."""
