@@ -15,10 +15,13 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fathom import repl_api
+from fathom.answers import Citer
 from fathom.calls import CallSite, Role, RunHandle
+from fathom.context import Context
 from fathom.errors import BudgetExceeded, ConfigError
 from fathom.lm.base import Message, prompt_room
 from fathom.repl_api import Batch, CallRefused, FunctionSpec
+from fathom.trace import CitationEvent
 from fathom.tree import RunTree
 
 T = TypeVar("T")
@@ -27,9 +30,10 @@ T = TypeVar("T")
 class SubCalls:
     """The Bridge one run hands its sandbox, and the ReplHost its handlers act on."""
 
-    def __init__(self, tree: RunTree, run: RunHandle) -> None:
+    def __init__(self, tree: RunTree, run: RunHandle, context: Context | None = None) -> None:
         self.tree = tree
         self.run = run
+        self._citer = Citer(context) if context is not None else None  # cite() reads it
         self.concurrency = tree.config.max_concurrency
         self.max_batch = tree.config.sandbox_options.max_batch
         room = prompt_room(tree.router.sub)
@@ -108,6 +112,17 @@ class SubCalls:
         except Exception as exc:
             return f"Error: {type(exc).__name__}: {exc}"
         return completion.text
+
+    async def cite(self, start: Any, end: Any, source: Any) -> str:
+        """Record a span of this run's context as evidence (on its RunHandle, so per run) and
+        return its text; CallRefused when the span is not in the context."""
+        if self._citer is None:
+            raise CallRefused("cite: this run has no context to cite.")
+        citation = await asyncio.to_thread(self._citer.cite, start, end, source)
+        self.run.citations.append(citation)
+        self.tree.event(self.run, CitationEvent, iteration=self.run.iteration,
+                        **citation.to_dict())
+        return citation.text
 
     async def rlm_query(self, prompt: str, context: Any, batch: Batch | None) -> str:
         """A child run at depth+1, or a plain sub-call at the depth limit."""

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fathom.budget import Spend
 from fathom.errors import BudgetExceeded
@@ -25,6 +25,9 @@ from fathom.lm import pricing
 from fathom.lm.base import LM, Completion, Message
 from fathom.lm.retry import RetryNotice, retry_listener
 from fathom.trace import Clock, Event, LMCall, LMCallRetry, LMCallStart
+
+if TYPE_CHECKING:
+    from fathom.answers import AnswerSchema, Citation
 
 T = TypeVar("T")
 
@@ -48,6 +51,8 @@ class RunHandle:
     parent: RunHandle | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     iteration: int = 0
+    schema: AnswerSchema | None = None  # what this run's answer must match (schema=)
+    citations: list[Citation] = field(default_factory=list)  # cite() spans, in order
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     @property

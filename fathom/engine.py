@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from fathom import prompts, protocol
+from fathom import answers, prompts, protocol
 from fathom.bridge import SubCalls
 from fathom.calls import CallSite, Role, RunHandle
 from fathom.context import Context
@@ -34,6 +34,7 @@ from fathom.tree import RunTree
 
 # Root turns kept verbatim when the history is compacted.
 KEEP_RECENT_TURNS = 4
+_NO_VALUE = object()  # no validated typed answer (None may be a valid one)
 
 
 class Workspace(Protocol):
@@ -59,6 +60,11 @@ class Engine:
         self._last_text = ""
         self._last_output = ""
         self._source: AnswerSource | None = None  # set with an answer the model gave
+        # With a schema: the validated answer, and the last candidate it refused (with why,
+        # and where it came from), kept for stop reason "invalid_answer".
+        self._typed: Any = _NO_VALUE
+        self._candidate: tuple[str, AnswerSource] | None = None
+        self._refusal = ""
         self._digest: list[str] = []
         self._placeholders: set[int] = set()
         self._elided = 0
@@ -77,14 +83,14 @@ class Engine:
     async def run(self, context: Context) -> Result:
         """Run the loop to a FINAL, the iteration limit, the budget or an error."""
         started = time.monotonic()
-        tree, query = self.tree, self.handle.query
+        tree, query, schema = self.tree, self.handle.query, self.handle.schema
         sandbox: Sandbox | None = None  # this run's own, closed at its end
         answer, error = "", None
         error_type: type[Exception] | None = None
         reason: StopReason = "error"
         try:
             metadata = context.metadata()
-            bridge = SubCalls(tree, self.handle)
+            bridge = SubCalls(tree, self.handle, context)
             if self.workspace is None:
                 sandbox = repl = create(tree.config.sandbox, tree.config.sandbox_options)
                 await self._blocking(sandbox.start, context, bridge)
@@ -94,13 +100,15 @@ class Engine:
                 RunStart, query=query, context=metadata.to_dict(), model=tree.router.root.name,
                 sub_model=tree.router.sub.name, config=tree.config.to_dict(),
                 isolation=repl.isolation(), parent_run_id=self.handle.parent_run_id,
-                started_at=time.time(),
+                started_at=time.time(), schema=schema.json_schema if schema else None,
             )
             messages: list[Message] = [
                 {"role": "system", "content": prompts.system_prompt(
                     bridge.functions(), sub_calls=tree.config.sub_calls)},
                 {"role": "user", "content": prompts.first_turn(query, metadata)},
             ]
+            if schema is not None:
+                messages[1]["content"] += "\n\n" + prompts.answer_schema(schema.json_schema)
             if self.workspace is not None and self.workspace.note:
                 messages[1]["content"] += "\n\n" + self.workspace.note
             answer, reason = await self._loop(query, messages, repl)
@@ -133,13 +141,21 @@ class Engine:
             RunEnd, answer=answer, stop_reason=reason, iterations=self.handle.iteration,
             usage={m: u.to_dict() for m, u in usage.items()}, seconds=seconds, error=error,
         )
+        typed = self._typed is not _NO_VALUE and reason in ("final", "max_iterations")
         return Result(
-            answer=answer, stop_reason=reason, iterations=self.handle.iteration, usage=usage,
+            answer=self._typed if typed else answer,
+            stop_reason=reason, iterations=self.handle.iteration, usage=usage,
             run_id=self.handle.run_id, seconds=seconds, error=error,
             budget_limit=(spend.stopped_by or spend.exhausted()) if reason == "budget" else None,
             error_type=error_type,
-            answer_source=(self._source or "best_effort") if answer else None,
+            answer_source=self._answer_source(answer, reason),
+            citations=tuple(self.handle.citations),
         )
+
+    def _answer_source(self, answer: str, reason: StopReason) -> AnswerSource | None:
+        if reason == "invalid_answer" and self._candidate is not None:
+            return self._candidate[1]
+        return (self._source or "best_effort") if answer else None
 
     async def _loop(
         self, query: str, messages: list[Message], sandbox: Sandbox
@@ -164,7 +180,10 @@ class Engine:
                 messages.append({"role": "user", "content": prompts.next_turn(query, outputs)})
             else:
                 messages.append({"role": "user", "content": prompts.NUDGE.format(query=query)})
-        return await self._last_chance(query, messages, sandbox), "max_iterations"
+        answer = await self._last_chance(query, messages, sandbox)
+        if self._candidate is not None and self._typed is _NO_VALUE:
+            return self._candidate[0], "invalid_answer"
+        return answer, "max_iterations"
 
     async def _execute_reply(
         self, reply: str, sandbox: Sandbox
@@ -177,18 +196,24 @@ class Engine:
         share = max(200, limit // max(1, len(blocks)))
         for index, code in enumerate(blocks, 1):
             result = await self._execute(sandbox, code)
-            if result.final is not None:
-                return self._finish(result.final, "code"), outputs
+            final = None if result.final is None else self._finish(result.final, "code")
+            if final is not None:
+                return final, outputs
             shown = protocol.truncate(_render(result), share)
             outputs.append(prompts.exec_report(index, len(blocks), shown))
+            if result.final is not None:  # refused by the schema: the model sees why
+                outputs.append(self._refusal)
+                return None, outputs
         text_final = protocol.find_final(reply)
         if text_final is None:
             return None, outputs
         if text_final.kind == "answer":
-            return self._finish(text_final.value, "text"), outputs
+            final = self._finish(text_final.value, "text")
+            return final, outputs if final else [*outputs, self._refusal]
         result = await self._execute(sandbox, f"FINAL_VAR({text_final.value!r})")
         if result.final is not None:
-            return self._finish(result.final, "text"), outputs
+            final = self._finish(result.final, "text")
+            return final, outputs if final else [*outputs, self._refusal]
         outputs.append(f"FINAL_VAR({text_final.value}) failed:\n{_render(result)}")
         return None, outputs
 
@@ -208,7 +233,17 @@ class Engine:
         )
         return result
 
-    def _finish(self, answer: str, source: str) -> tuple[str, StopReason]:
+    def _finish(self, answer: str, source: str) -> tuple[str, StopReason] | None:
+        """The run's answer; None when the schema refuses it (`_refusal` then says why)."""
+        schema = self.handle.schema
+        if schema is not None:
+            verdict = schema.check(answer)
+            if not verdict.ok:
+                self._candidate = (answer, "forced" if source == "forced" else "final")
+                self._refusal = answers.refusal(schema, verdict.errors)
+                return None
+            self._typed = verdict.value
+            answer = schema.dumps(verdict.value)
         self._event(FinalEvent, answer=answer, source=source, iteration=self.handle.iteration)
         self._source = "final"
         return answer, "final"
@@ -241,9 +276,9 @@ class Engine:
         answer = protocol.strip_code(reply).strip()
         if not answer:
             return self._best_answer()
-        self._event(FinalEvent, answer=answer, source="forced", iteration=self.handle.iteration)
+        final = self._finish(answer, "forced")
         self._source = "forced"
-        return answer
+        return final[0] if final else self._best_answer()
 
     def _best_answer(self) -> str:
         """With no FINAL: the last printed output, else the model's last words outside code."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fathom.context import ContextMetadata
 from fathom.repl_api import FunctionSpec
 
@@ -29,7 +32,11 @@ Work step by step: look at the structure of the context, split it into chunks, u
 sub-calls to read the chunks, keep intermediate results in variables, check them, and \
 build the answer. Do not guess what the context says: read it through code. When you are \
 done, call FINAL(...) or FINAL_VAR("...") in a repl block, or write FINAL(your answer) \
-on its own line outside a code block.\
+on its own line outside a code block.
+
+Cite your evidence: before you finish, call cite(start, end) (with source= for a list or \
+dict context) on each span of the context that your answer rests on, with offsets your \
+code found (str.find, re.search(...).start()). The citations are shown with your answer.\
 """
 
 FIRST_TURN = """\
@@ -76,6 +83,18 @@ def system_prompt(functions: list[FunctionSpec], *, sub_calls: bool = True) -> s
     """The system prompt, listing the REPL functions this run offers."""
     listed = "\n".join(f"- {spec.line}" for spec in functions)
     return SYSTEM_PROMPT.format(functions=listed) + ("" if sub_calls else NO_SUB_CALLS)
+
+
+ANSWER_SCHEMA = """\
+Your final answer must be a JSON value that matches this JSON schema:
+{schema}
+Build it in the REPL (a dict, say) and finish with FINAL_VAR("name"), or with \
+FINAL(<the JSON text>). An answer that does not match is refused, and you are shown why."""
+
+
+def answer_schema(schema: dict[str, Any]) -> str:
+    """The part of the first turn that shows a typed run's schema."""
+    return ANSWER_SCHEMA.format(schema=json.dumps(schema, indent=1, ensure_ascii=False))
 
 
 def first_turn(query: str, metadata: ContextMetadata) -> str:

@@ -124,6 +124,11 @@ class ReplHost(Protocol):
         """A child run (a sub-call at the depth limit); BudgetExceeded at the budget."""
         ...
 
+    async def cite(self, start: Any, end: Any, source: Any) -> str:
+        """Record context span `source`[start:end] as evidence of this run and return its
+        text; CallRefused when the span is not in the context."""
+        ...
+
 
 Handler = Callable[[ReplHost, dict[str, Any]], Coroutine[Any, Any, Any]]
 
@@ -267,6 +272,10 @@ async def _rlm_query_batched(host: ReplHost, args: dict[str, Any]) -> list[str]:
     )
 
 
+async def _cite(host: ReplHost, args: dict[str, Any]) -> str:
+    return await host.cite(args.get("start"), args.get("end"), args.get("source"))
+
+
 _PROMPT = Param("prompt", ParamKind.TEXT, required=True)
 _PROMPTS = Param("prompts", ParamKind.TEXTS, required=True)
 _MODEL = Param("model")
@@ -295,4 +304,11 @@ register(
     "rlm_query_batched", [_PROMPTS, Param("contexts")], "list[str]",
     "many rlm_query calls concurrently.",
     _rlm_query_batched, calls_models=True,
+)
+register(
+    "cite", [Param("start", required=True), Param("end", required=True), Param("source")], "str",
+    "record context[start:end] (for a list or dict context: context[source][start:end]) as "
+    "evidence for your answer, and return that text. Offsets count characters, as str.find "
+    "gives them; cite the exact spans your answer rests on.",
+    _cite,
 )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fathom.answers import AnswerSchema
 from fathom.budget import Budget, Spend
 from fathom.context import Context
 from fathom.engine import Engine, Workspace
@@ -137,18 +138,19 @@ class RLM:
             ),
         )
 
-    def run(self, query: str, context: Any) -> Result:
-        """Answer `query` about `context` (str, list, dict, Path or fathom.Context)."""
+    def run(self, query: str, context: Any, *, schema: Any = None) -> Result:
+        """Answer `query` about `context` (str, list, dict, Path or fathom.Context); with
+        `schema` (a pydantic model class or a JSON-schema dict) the answer is validated."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(query, context))
+            return asyncio.run(self.arun(query, context, schema=schema))
         # Called from inside an event loop (a notebook, say): run on a loop of our own.
         box: dict[str, Any] = {}
 
         def target() -> None:
             try:
-                box["result"] = asyncio.run(self.arun(query, context))
+                box["result"] = asyncio.run(self.arun(query, context, schema=schema))
             except BaseException as exc:
                 box["error"] = exc
 
@@ -160,7 +162,7 @@ class RLM:
         result: Result = box["result"]
         return result
 
-    async def arun(self, query: str, context: Any) -> Result:
+    async def arun(self, query: str, context: Any, *, schema: Any = None) -> Result:
         """Async form of `run`."""
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("The query must be a non-empty string: pass the question to answer.")
@@ -169,17 +171,19 @@ class RLM:
         try:
             router = self._router()
             self._check_prices(router)
-            return await self._query(query, ctx, router=router, trace=self.trace)
+            return await self._query(query, ctx, router=router, trace=self.trace,
+                                     schema=schema)
         finally:
             if owned:
                 ctx.close()
 
     async def _query(
         self, query: str, ctx: Context, *, router: ModelRouter, trace: Path | None,
-        workspace: Workspace | None = None,
+        workspace: Workspace | None = None, schema: Any = None,
     ) -> Result:
         """One query on a loaded context: the path of `arun` and of every session question
         (which lends its live sandbox as `workspace`)."""
+        answer_schema = AnswerSchema.of(schema)  # a ConfigError before anything starts
         self._check_trace_is_not_input(ctx, trace)
         writer = TraceWriter(trace, max_bytes=self.trace_max_bytes) if trace is not None else None
         emit = EventSinks([s for s in (writer, self.on_event) if s is not None])
@@ -188,7 +192,7 @@ class RLM:
             self.config, router, Spend(self.budget), emit, asyncio.get_running_loop(), engine
         )
         try:
-            result = await tree.run(query, ctx)
+            result = await tree.run(query, ctx, schema=answer_schema)
         finally:
             await tree.cancel_tasks()
             if writer is not None:

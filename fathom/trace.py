@@ -81,6 +81,7 @@ class RunStart(Event):
     isolation: dict[str, str] = field(default_factory=dict)
     parent_run_id: str | None = None
     started_at: float = 0.0  # wall clock, seconds since the epoch
+    schema: dict[str, Any] | None = None  # the JSON schema the answer must match (schema=)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,21 @@ class ExecEvent(Event):
 
 
 @dataclass(frozen=True)
+class CitationEvent(Event):
+    """REPL code cited a span of its run's context (cite()); the run's next `exec` event is
+    the block that did. `source` is None for a str context, else the item's index or key."""
+
+    type: ClassVar[str] = "citation"
+    iteration: int = 0
+    source: str | int | None = None
+    start: int = 0
+    end: int = 0
+    line_start: int = 0
+    line_end: int = 0
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class SubRLMStart(Event):
     """A child RLM was started by rlm_query; its own events carry `child_run_id`."""
 
@@ -219,7 +235,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunStart, IterationEvent, LMCallStart, LMCall, LMCallRetry, ExecEvent, SubRLMStart,
-        SubRLMEnd, FinalEvent, RunEnd, TraceTruncated,
+        SubRLMEnd, FinalEvent, RunEnd, TraceTruncated, CitationEvent,
     )
 }
 

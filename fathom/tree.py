@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fathom.answers import AnswerSchema
 from fathom.budget import Spend
 from fathom.calls import Meter, RunHandle
 from fathom.context import Context
@@ -97,9 +98,11 @@ class RunTree:
         # The files of children's in-memory contexts, on the host disk while they run.
         self.child_contexts = SpillQuota(DISK_QUOTA_MB * 2**20)
 
-    async def run(self, query: str, context: Context) -> Result:
-        """The root run."""
-        return await self._engine(self, RunHandle(query)).run(context)
+    async def run(
+        self, query: str, context: Context, *, schema: AnswerSchema | None = None
+    ) -> Result:
+        """The root run; with `schema`, its answer must match it."""
+        return await self._engine(self, RunHandle(query, schema=schema)).run(context)
 
     async def run_child(
         self, parent: RunHandle, prompt: str, context: Any, batch_id: str | None

@@ -43,7 +43,7 @@ def on_a_tree(
 
 def test_functions_are_the_tables_with_the_sub_models_window() -> None:
     names, _ = on_a_tree(lambda b: [s.name for s in b.functions()], ScriptedLM([]))
-    assert names == ["llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"]
+    assert names == ["llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "cite"]
     docs, _ = on_a_tree(lambda b: b.functions()[0].doc,
                         ScriptedLM([], context_window=1_000))
     assert "4,000 characters" in docs and "{sub_window}" not in docs

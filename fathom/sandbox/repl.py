@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import json
 import sys
 import threading
 import traceback
@@ -55,6 +56,21 @@ class Outcome:
     final: str | None = None
     interrupted: bool = False
     out_of_memory: bool = False
+
+
+def answer_text(value: Any) -> str:
+    """A FINAL value as text: a dict or list (or a pydantic instance) as JSON, so a typed
+    answer crosses the channel as data the parent can validate, not as a Python repr."""
+    if isinstance(value, str):
+        return value
+    dump = getattr(value, "model_dump", None)
+    if isinstance(value, dict | list | tuple) or (callable(dump) and not isinstance(value, type)):
+        try:
+            data = dump(mode="json") if callable(dump) else value
+            return json.dumps(data, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            pass  # not JSON-like (a set inside, a custom object): its str() as before
+    return str(value)
 
 
 def summarize(value: Any) -> str:
@@ -115,17 +131,17 @@ class Repl:
     def _bind(self) -> None:
         def FINAL(answer: Any) -> None:  # the paper's names
             """Finish the run with `answer` (the rest of this block does not run)."""
-            self._final = str(answer)
+            self._final = answer_text(answer)
             raise _FinalSignal
 
         def FINAL_VAR(name: Any) -> None:
             """Finish the run with the value of the variable called `name`."""
             if not isinstance(name, str):
-                self._final = str(name)
+                self._final = answer_text(name)
                 raise _FinalSignal
             key = name.strip().strip("\"'")
             if key in self.namespace and key not in self._hidden:
-                self._final = str(self.namespace[key])
+                self._final = answer_text(self.namespace[key])
                 raise _FinalSignal
             known = ", ".join(sorted(self.user_names())) or "none"
             self._notes.append(

@@ -87,9 +87,12 @@ def test_final_from_a_thread_sets_the_answer_quietly(bridge):
 def test_final_var_by_name_and_by_value(bridge):
     repl = make(bridge)
     repl.execute("answer = {'city': 'Lisbon'}")
-    assert repl.execute("FINAL_VAR('answer')").final == "{'city': 'Lisbon'}"
-    assert repl.execute("FINAL_VAR(answer)").final == "{'city': 'Lisbon'}"  # value, not a str
-    assert repl.execute('FINAL_VAR("\'answer\'")').final == "{'city': 'Lisbon'}"
+    # A dict crosses as JSON text, so a typed answer (schema=) can be validated in the parent.
+    assert repl.execute("FINAL_VAR('answer')").final == '{"city": "Lisbon"}'
+    assert repl.execute("FINAL_VAR(answer)").final == '{"city": "Lisbon"}'  # value, not a str
+    assert repl.execute('FINAL_VAR("\'answer\'")').final == '{"city": "Lisbon"}'
+    repl.execute("odd = {'ids': {1, 2}}")  # not JSON: its str() as before
+    assert repl.execute("FINAL_VAR('odd')").final == "{'ids': {1, 2}}"
 
 
 def test_final_var_missing_name_reports_and_keeps_running(bridge):
