@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import collections
+import datetime
+import itertools
+import random
 import re
+from typing import Any
 
 import pytest
 
-from fathom.bench.tasks import families, get_family, parse_size
+from fathom.bench.policies import classify
+from fathom.bench.tasks import families, get_family, parse_size, records
 from fathom.bench.tasks.base import Family, Task
 from fathom.errors import ConfigError
 from fathom.lm.pricing import CHARS_PER_TOKEN
@@ -98,3 +105,255 @@ def test_niah_scoring_is_exact() -> None:
     assert family.score(task, f" {value}. ") == 1.0
     assert family.score(task, f"The number is {value}") == 0.0
     assert family.score(task, str(int(value) + 1)) == 0.0
+
+
+# -- vartrack -----------------------------------------------------------------------------
+
+VAR_RE = re.compile(r"VAR (\w+) = (VAR (\w+)|\d+)\.")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_vartrack_key_follows_the_chains_in_the_text(size: int) -> None:
+    family = get_family("vartrack")
+    task = family.generate(size, 5)
+    value = re.search(r"assigned the value (\d+)", task.query)
+    assert value
+    bound: set[str] = set()
+    defined: set[str] = set()
+    for name, source, ref in VAR_RE.findall(task.context):
+        assert ref == "" or ref in defined  # every statement comes after the one it names
+        defined.add(name)
+        if source == value.group(1) or ref in bound:
+            bound.add(name)
+    assert sorted(bound) == task.expected and len(bound) == 5
+    assert family.score(task, " , ".join(task.expected[::-1])) == 1.0
+    assert family.score(task, ", ".join(task.expected[:4])) == 0.8
+
+
+# -- oolong and pairs ---------------------------------------------------------------------
+
+RECORD_RE = re.compile(r"^Date: (\w{3} \d{2}, \d{4}) \|\| User: (\d+) \|\| Instance: (.+)$")
+
+
+def _records(task: Task) -> list[tuple[int, datetime.date, str]]:
+    rows = []
+    for line in task.context.splitlines():
+        found = RECORD_RE.match(line)
+        assert found, line
+        day = datetime.datetime.strptime(found.group(1), "%b %d, %Y").date()
+        rows.append((int(found.group(2)), day, classify(found.group(3))))
+    return rows
+
+
+def test_every_question_template_is_judged_by_its_wording() -> None:
+    rng = random.Random(0)
+    for label in records.LABELS:
+        for _ in range(200):
+            question = records.question(rng, label)
+            assert classify(question) == label.value, question
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("variant", ["count", "most", "least", "count_since", "compare"])
+def test_oolong_key_recounted_from_the_records(size: int, variant: str) -> None:
+    family = get_family("oolong")
+    task = family.generate(size, 11, variant=variant)  # type: ignore[call-arg]
+    rows = _records(task)
+    assert 0.8 * records.record_count(size) <= len(rows) <= 1.2 * records.record_count(size)
+    counts = collections.Counter(label for _, _, label in rows)
+    label = re.search(r"of category (\w+)", task.query)
+    if variant == "count":
+        assert label and task.expected == counts[label.group(1)]
+    elif variant in ("most", "least"):
+        ranked = sorted(records.LABELS, key=lambda lb: counts[lb.value])
+        assert len({counts[lb.value] for lb in records.LABELS}) == 6  # no ties
+        assert task.expected == (ranked[-1] if variant == "most" else ranked[0]).value
+    elif variant == "count_since":
+        when = re.search(r"on or after (.+?)\?", task.query)
+        assert label and when
+        since = datetime.datetime.strptime(when.group(1), "%B %d, %Y").date()
+        assert task.expected == sum(1 for _, d, lb in rows if lb == label.group(1) and d >= since)
+    else:
+        asked = re.search(r"before (\w+ \d{2}, \d{4}), .* category (\w+) as of category (\w+)\?",
+                          task.query)
+        assert asked
+        cut = datetime.datetime.strptime(asked.group(1), "%B %d, %Y").date()
+        before = collections.Counter(lb for _, d, lb in rows if d < cut)
+        a, b = before[asked.group(2)], before[asked.group(3)]
+        assert task.expected == ("more" if a > b else "fewer" if a < b else "same")
+
+
+def test_oolong_scores_counts_by_distance() -> None:
+    family = get_family("oolong")
+    task = family.generate(8_000, 0, variant="count")  # type: ignore[call-arg]
+    assert family.score(task, str(task.expected)) == 1.0
+    assert family.score(task, str(task.expected + 2)) == pytest.approx(0.75**2)
+    assert family.score(task, "about forty") == 0.0
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("variant", ["atleast", "two_labels", "dated"])
+def test_pairs_key_recounted_from_the_records(size: int, variant: str) -> None:
+    family = get_family("pairs")
+    task = family.generate(size, 4, variant=variant)  # type: ignore[call-arg]
+    rows = _records(task)
+    per_user: dict[int, list[tuple[datetime.date, str]]] = collections.defaultdict(list)
+    for user, day, label in rows:
+        per_user[user].append((day, label))
+    need = [(int(n), lb) for n, lb in re.findall(r"at least (\d+) (?:questions )?of category (\w+)",
+                                                    task.query)]
+    year = re.search(r"asked in (\d{4}) or later", task.query)
+
+    def meets(items: list[tuple[datetime.date, str]]) -> bool:
+        kept = [lb for d, lb in items if not year or d.year >= int(year.group(1))]
+        return all(kept.count(lb) >= n for n, lb in need)
+
+    qualifying = sorted(u for u, items in per_user.items() if meets(items))
+    assert [list(p) for p in itertools.combinations(qualifying, 2)] == task.expected
+    assert len(qualifying) >= 4
+    # Near misses: users one question (or one date) short of the condition.
+    near = [u for u, items in per_user.items() if not meets(items) and len(items) >= 3]
+    assert near
+    pairs = ", ".join(f"({b}, {a})" for a, b in task.expected)  # either order within a pair
+    assert family.score(task, pairs) == 1.0
+    assert 0.0 < family.score(task, pairs.split("), ")[0] + ")") < 0.5
+
+
+# -- multihop -----------------------------------------------------------------------------
+
+FACT_RES = {
+    "founder": r"(?<!\w){} was founded by ([A-Z][a-z]+ [A-Z][a-z]+)\.",
+    "born": r"(?<!\w){} was born in ([A-Z][a-z]+)\.",
+    "lies": r"(?<!\w){} lies in ([A-Z][a-z]+ Province)\.",
+    "hq": r"(?<!\w){} has its headquarters in ([A-Z][a-z]+)\.",
+}
+
+
+def _fact(documents: list[str], kind: str, subject: str) -> str:
+    found = [m for d in documents for m in re.findall(FACT_RES[kind].format(re.escape(subject)), d)]
+    assert len(found) == 1, (kind, subject, found)
+    return str(found[0])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(
+    "variant", ["founder_birthplace", "founder_province", "headquarters_province"])
+def test_multihop_key_follows_facts_across_documents(size: int, variant: str) -> None:
+    family = get_family("multihop")
+    task = family.generate(size, 2, variant=variant)  # type: ignore[call-arg]
+    docs = task.context
+    assert isinstance(docs, list) and len(docs) >= 12
+    company = re.search(r"(?:founder of|does) (.+?) (?:was born|born|have its)", task.query)
+    assert company
+    if variant == "headquarters_province":
+        hops = ["hq", "lies"]
+    else:
+        hops = ["founder", "born"] + (["lies"] if variant == "founder_province" else [])
+    answer = company.group(1)
+    holders = []
+    for kind in hops:
+        holders.append(next(i for i, d in enumerate(docs)
+                            if re.search(FACT_RES[kind].format(re.escape(answer)), d)))
+        answer = _fact(docs, kind, answer)
+    assert answer == task.expected
+    assert len(set(holders)) == len(hops)  # every hop is in another document
+    # A near-miss company with the same stem, founded by someone else.
+    stem = company.group(1).split(" ")[0]
+    assert len(re.findall(rf"(?<!\w){stem} \w+ was founded by", "\n".join(docs))) >= 2
+    assert family.score(task, f" {task.expected.upper()}.") == 1.0
+
+
+# -- codeqa -------------------------------------------------------------------------------
+
+
+class _Calls(ast.NodeVisitor):
+    """Recount of callers with a visitor and an explicit stack of scopes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scopes: list[tuple[str, bool]] = []  # (name, is a def)
+        self.found: set[str] = set()
+
+    def _scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self.scopes.append((node.name, not isinstance(node, ast.ClassDef)))
+        self.generic_visit(node)
+        self.scopes.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._scope(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._scope(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._scope(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        called = getattr(func, "id", None) or getattr(func, "attr", None)
+        if called == self.name and self.scopes and self.scopes[-1][1]:
+            self.found.add(".".join(n for n, _ in self.scopes))
+        self.generic_visit(node)
+
+
+def _recount(task: Task) -> Any:
+    kind = task.variant
+    name = re.search(r"`(\w+)`", task.query)
+    assert name
+    found: list[str] = []
+    for path, source in task.context.items():
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        if kind == "callers":
+            visitor = _Calls(name.group(1))
+            visitor.visit(tree)
+            found += [f"{path}:{q}" for q in visitor.found]
+        elif kind == "subclasses":
+            found += [f"{path}:{q}" for q in _class_names(tree, name.group(1))]
+        elif name.group(1) in _top_level_assigned(tree):
+            found.append(path)
+    return sorted(found) if kind != "constant" else found
+
+
+def _class_names(tree: ast.Module, base: str) -> list[str]:
+    out = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+           and any(ast.unparse(b).split(".")[-1] == base for b in node.bases)]
+    # Qualified names from the parents of each class.
+    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    names = []
+    for cls in out:
+        parts, node = [cls.name], parents.get(cls)
+        while node is not None and not isinstance(node, ast.Module):
+            if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                parts.append(node.name)
+            node = parents.get(node)
+        names.append(".".join(reversed(parts)))
+    return names
+
+
+def _top_level_assigned(tree: ast.Module) -> set[str]:
+    skip = {id(n) for d in ast.walk(tree)
+            if isinstance(d, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            for n in ast.walk(d)}
+    return {t.id for n in ast.walk(tree) if id(n) not in skip
+            and isinstance(n, ast.Assign | ast.AnnAssign)
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Name)}
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("variant", ["callers", "subclasses", "constant"])
+def test_codeqa_key_recounted_from_the_sources(size: int, variant: str) -> None:
+    family = get_family("codeqa")
+    task = family.generate(size, 6, variant=variant)  # type: ignore[call-arg]
+    assert isinstance(task.context, dict)
+    assert all(path.endswith(".py") for path in task.context)
+    recount = _recount(task)
+    if variant == "constant":
+        assert recount == [task.expected]
+    else:
+        assert recount == task.expected and 1 <= len(recount) <= 20
+    answer = task.expected if variant == "constant" else ",\n".join(task.expected)
+    assert family.score(task, answer) == 1.0
