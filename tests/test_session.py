@@ -58,12 +58,26 @@ def test_a_trace_per_ask_and_options_reach_the_run(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "mine.jsonl").read_text().splitlines()[0])["type"]
 
 
-def test_the_context_is_loaded_once(tmp_path: Path) -> None:
-    """The second question reuses the worker: same process, no second context load."""
-    rlm = fathom.RLM(ScriptedLM([repl("import os\nFINAL(os.getpid())")] * 2))
-    with rlm.session("x" * 1000) as s:
-        pids = {s.ask("pid?").answer, s.ask("pid again?").answer}
-    assert len(pids) == 1
+def test_a_second_question_on_100_mb_does_not_reload_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker loads the context when the session starts; questions never load it again."""
+    big = tmp_path / "big.txt"
+    with big.open("wb") as out:
+        for _ in range(100):
+            out.write(b"the quick brown fox jumps over the lazy dog.\n" * (2**20 // 45 + 1))
+    context = fathom.Context.from_path(big)
+    loads: list[Path] = []
+    spec = context.worker_spec
+    monkeypatch.setattr(context, "worker_spec", lambda scratch: loads.append(scratch) or
+                        spec(scratch))
+    rlm = fathom.RLM(ScriptedLM([repl("import os\nFINAL(f'{os.getpid()} {len(context)}')")] * 2))
+    with rlm.session(context) as s:
+        at_start = len(loads)
+        first, second = s.ask("pid?").answer, s.ask("pid again?").answer
+        assert len(loads) == at_start  # neither question started a worker or loaded again
+    assert first == second and int(first.split()[1]) >= 100 * 2**20
+    context.close()
 
 
 def test_save_load_and_ask_again(tmp_path: Path) -> None:
@@ -148,3 +162,18 @@ def test_a_session_is_used_only_while_open() -> None:
         session.save("never")
     with pytest.raises(fathom.ConfigError, match="non-empty"):
         rlm.session("text").ask("  ")
+
+
+def test_typed_answers_and_citations_are_per_question() -> None:
+    pydantic = pytest.importorskip("pydantic")
+    City = pydantic.create_model("City", name=(str, ...))
+    root = ScriptedLM([
+        repl("i = context.index('Lisbon')\nFINAL({'name': cite(i, i + 6)})"),
+        repl("FINAL(history[0]['answer']['name'] + ' again')"),
+    ])
+    with fathom.RLM(root).session("Marta moved to Lisbon.") as s:
+        typed = s.ask("Where?", schema=City)
+        plain = s.ask("Again?")
+    assert typed.answer == City(name="Lisbon") and [c.text for c in typed.citations] == ["Lisbon"]
+    assert plain.answer == "Lisbon again" and plain.citations == ()
+    assert s.history[0]["answer"] == {"name": "Lisbon"}  # the typed answer, as JSON-like data
