@@ -21,6 +21,7 @@ from typing import Any
 
 from fathom.bench import scoring
 from fathom.bench.tasks.base import Task, target_chars, task_rng
+from fathom.errors import ConfigError
 
 VARIANTS = ("callers", "subclasses", "constant")
 MAX_ANSWERS = 20
@@ -222,7 +223,8 @@ class Codeqa:
                          + _QUERIES[variant].format(name=name))
                 return Task(self.name, size, seed, variant, query, files,
                             expected[0] if variant == "constant" else expected)
-        raise RuntimeError(f"codeqa found no usable {variant} question at size {size}")
+        raise ConfigError(f"codeqa found no {variant} question with a checkable answer in "
+                          f"{size:,} tokens of source: try another seed or a larger size")
 
     def _question(
         self, rng: random.Random, files: dict[str, str], variant: str,
