@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import click
 
 import fathom
+from fathom.answers import jsonable
 from fathom.errors import (
     AuthenticationError,
     ConfigError,
@@ -54,6 +55,7 @@ Examples:
   fathom ask 'logs/*.log' -q "When did the first 500 error happen?" --max-usd 0.50
   cat report.md | fathom ask - -q "Summarise the risks" --quiet > risks.txt
   fathom ask data.json -q "How many users?" --json | jq .answer
+  fathom ask contracts/ -q "Parties and dates?" --schema parties.schema.json
   fathom ask big.txt -q "..." --trace run.jsonl && fathom view run.jsonl --open
 
 \b
@@ -64,7 +66,7 @@ $FATHOM_MODEL, else openai:gpt-5-mini if OPENAI_API_KEY is set, else local.
 \b
 Exit codes:
   0    answered: the model gave its answer with FINAL
-  1    the run failed
+  1    the run failed (or no answer matched --schema)
   2    bad usage or unreadable input
   3    stopped by a budget (--max-usd, --max-seconds, --max-tokens); stdout has no
        answer (--json keeps the best-effort text, answer_source "best_effort")
@@ -169,6 +171,10 @@ def main() -> None:
               help="SQLite file caching model replies; reruns of the same calls are free.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the whole Result as JSON on stdout instead of the answer.")
+@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+              default=None, metavar="FILE.json",
+              help="A JSON schema the answer must match; the answer is printed as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--encoding", default=None, metavar="NAME",
               help="Encoding of the input files, e.g. latin-1, cp1252, utf-16 (default: the "
@@ -186,8 +192,8 @@ def ask(
     sandbox: str, isolation: IsolationLevel, max_iterations: int, max_depth: int,
     max_usd: float | None, max_seconds: float | None, max_tokens: int | None,
     prices: list[tuple[str, float, float]], max_concurrency: int,
-    trace: Path | None, cache: Path | None, as_json: bool, quiet: bool,
-    encoding: str | None, encoding_errors: str, include_ignored: bool,
+    trace: Path | None, cache: Path | None, as_json: bool, schema_file: Path | None,
+    quiet: bool, encoding: str | None, encoding_errors: str, include_ignored: bool,
 ) -> None:
     from fathom.progress import Progress
 
@@ -195,7 +201,10 @@ def ask(
         _fail("the question is empty: pass it with -q \"...\"", EXIT_USAGE)
     _cancel_on_signals()
     _set_prices(prices, max_usd, model, sub_model)
+    schema = _read_schema(schema_file) if schema_file is not None else None
     context = _read_context(paths, encoding, encoding_errors, include_ignored, quiet)
+    # Citations of a single file or stdin are named by it, not as "context".
+    cited_as = {"-": "<stdin>"}.get(paths[0], paths[0]) if context.kind == "str" else "context"
     budget = None
     if max_usd is not None or max_seconds is not None or max_tokens is not None:
         budget = fathom.Budget(usd=max_usd, seconds=max_seconds, tokens=max_tokens)
@@ -210,7 +219,7 @@ def ask(
             on_event=None if quiet else progress,
         )
         with progress.running():
-            result = rlm.run(question, context)
+            result = rlm.run(question, context, schema=schema)
     except FathomError as exc:
         _fail(str(exc), _exit_code_for(exc))
     except KeyboardInterrupt:
@@ -220,7 +229,7 @@ def ask(
     finally:
         _close(context)
     progress.summary(result)  # never raises: the answer below always gets out
-    _finish(result, as_json=as_json, quiet=quiet)
+    _finish(result, as_json=as_json, quiet=quiet, cited_as=cited_as)
 
 
 def _read_context(paths: tuple[str, ...], encoding: str | None, errors: str,
@@ -249,13 +258,47 @@ def _read_context(paths: tuple[str, ...], encoding: str | None, errors: str,
     return context
 
 
-def _finish(result: fathom.Result, *, as_json: bool, quiet: bool) -> NoReturn:
+def _read_schema(path: Path) -> dict[str, Any]:
+    """--schema FILE.json: a JSON object, else a usage error saying what is wrong."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        _fail(f"--schema {path}: cannot read a JSON schema from it ({exc}): pass a .json file "
+              'holding one JSON object, e.g. {"type": "object", "properties": {...}}', EXIT_USAGE)
+    if not isinstance(schema, dict):
+        _fail(f"--schema {path} holds a {type(schema).__name__}, not a JSON object: a JSON "
+              "schema is an object.", EXIT_USAGE)
+    return schema
+
+
+def _echo_citations(result: fathom.Result, name: str) -> None:
+    """The spans the answer rests on, under it (on stderr: stdout holds only the answer)."""
+    if not result.citations:
+        return
+    click.echo(f"fathom: the answer cites {len(result.citations)} span(s) of the input:", err=True)
+    for citation in result.citations:
+        text = " ".join(citation.text.split())
+        text = text if len(text) <= 160 else text[:157] + "..."
+        click.echo(safe_text(f'  {citation.location(name)}  "{text}"'), err=True)
+
+
+def _finish(result: fathom.Result, *, as_json: bool, quiet: bool,
+            cited_as: str = "context") -> NoReturn:
     """Print the answer (only one the model gave: FINAL or forced) and exit with its code."""
-    given = result.answer_source in ("final", "forced")
+    given = result.answer_source in ("final", "forced") and result.stop_reason != "invalid_answer"
     if as_json:
         _echo_json(result.to_dict())
     elif given:
-        _echo_answer(result.answer)
+        # A typed answer (--schema) is printed as JSON.
+        _echo_answer(result.answer if isinstance(result.answer, str)
+                     else json.dumps(jsonable(result.answer), indent=2, ensure_ascii=False))
+        if not quiet:
+            _echo_citations(result, cited_as)
+    if result.stop_reason == "invalid_answer":
+        if not as_json:
+            _fail(f"no answer matched --schema in {result.iterations} iterations; --json shows "
+                  "the last one refused (raise --max-iterations?)", EXIT_FAILED)
+        sys.exit(EXIT_FAILED)
     if result.stop_reason == "budget":
         limit = f" ({result.budget_limit})" if result.budget_limit else ""
         if not quiet:
