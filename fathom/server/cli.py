@@ -43,6 +43,9 @@ def run_options(command: F) -> F:
                      help="Seconds one run may take; requests can only lower it."),
         click.option("--max-tokens", type=click.IntRange(min=0), default=None,
                      help="Tokens one run may use; requests can only lower it."),
+        click.option("--price", "prices", multiple=True, metavar="MODEL=IN,OUT",
+                     help="USD per million input and output tokens of MODEL, for --max-usd "
+                          "(repeatable), e.g. --price openai:my-model=0.25,2.00."),
         click.option("--max-runs", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Runs in progress at once."),
         click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
@@ -60,10 +63,36 @@ def run_options(command: F) -> F:
 
 
 def server_config(options: dict[str, Any], **extra: Any) -> ServerConfig:
-    """The ServerConfig of the shared options (and `extra` fields)."""
+    """The ServerConfig of the shared options (and `extra` fields); sets --price.
+
+    Checked here, once, what every run would otherwise find (or warn about) on its own:
+    a --max-usd that cannot see a model's price, a bad option for RLM.
+    """
+    import fathom
+    from fathom.lm import default_model, pricing
+    from fathom.rlm import unpriced_models
+
+    for value in options["prices"]:
+        model, _, pair = value.rpartition("=")
+        try:
+            inp, out = (float(part) for part in pair.split(","))
+            if not model or inp < 0 or out < 0:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: write MODEL=IN,OUT, USD per million input "
+                                     "and output tokens", param_hint="--price") from None
+        pricing.set_price(model, inp, out)
+    if options["max_usd"] is not None:
+        root = options["model"] or default_model()
+        unpriced = unpriced_models([root, options["sub_model"] or root])
+        if unpriced:
+            raise FathomError(
+                f"--max-usd cannot limit {' and '.join(unpriced)}: fathom does not know its "
+                f"price, so its calls would count as $0. Give it with --price MODEL=IN,OUT, or "
+                "use --max-tokens instead.")
     budget = Budget(usd=options["max_usd"], seconds=options["max_seconds"],
                     tokens=options["max_tokens"])
-    return ServerConfig(
+    config = ServerConfig(
         model=options["model"], sub_model=options["sub_model"], budget=budget,
         max_runs=options["max_runs"], max_queue=options["max_queue"],
         allow_dirs=tuple(options["allow_dirs"]), trace_dir=options["trace_dir"],
@@ -71,6 +100,9 @@ def server_config(options: dict[str, Any], **extra: Any) -> ServerConfig:
                      "max_depth": options["max_depth"]},
         **extra,
     )
+    fathom.RLM(model=config.model, sub_model=config.sub_model, budget=config.budget,
+               **config.rlm_options)
+    return config
 
 
 def _fail(message: str) -> None:

@@ -136,7 +136,7 @@ def test_the_api_key_is_required_when_set(monkeypatch: pytest.MonkeyPatch) -> No
 def test_beyond_max_runs_and_the_queue_requests_get_429_with_retry_after() -> None:
     import threading
 
-    config = ServerConfig(model=scripted(latency=3.0), max_runs=1, max_queue=0,
+    config = ServerConfig(model=scripted(latency=1.0), max_runs=1, max_queue=0,
                           rlm_options={"sandbox": "inprocess"})
     with serving(config) as base:
         body = {"messages": [{"role": "user", "content": "code?"}], "context": SECRET}
@@ -206,3 +206,31 @@ def test_a_request_budget_only_lowers_the_operators() -> None:
     lowered = parse_body(b'{"messages": [{"role": "user", "content": "q"}], "context": "x", '
                          b'"max_tokens": 200, "budget": {"usd": 0.25}}')
     assert run_budget(operator, lowered) == Budget(usd=0.25, tokens=200)
+
+
+def test_a_failed_run_is_a_502_and_a_stream_ends_with_an_error_chunk() -> None:
+    from fathom.errors import LMError
+    from fathom.lm import ScriptedLM
+
+    def down(messages: object) -> str:
+        raise LMError("the provider is down")
+
+    with serving(ServerConfig(model=ScriptedLM(down))) as base:
+        body = {"messages": [{"role": "user", "content": "code?"}], "context": SECRET}
+        plain = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30)
+        with pytest.raises(openai.APIError, match="the provider is down"):
+            list(client(base).chat.completions.create(
+                model="fathom", messages=body["messages"],  # type: ignore[arg-type]
+                extra_body={"context": SECRET}, stream=True))
+    error = _error(plain, 502)
+    assert error["code"] == "model_error" and "the provider is down" in str(error["message"])
+
+
+def test_max_tokens_lowers_the_token_budget_and_the_stop_is_length() -> None:
+    with serving(ServerConfig(model=scripted())) as base:
+        reply = client(base).chat.completions.create(
+            model="fathom", messages=[{"role": "user", "content": "What is the code?"}],
+            max_tokens=1, extra_body={"context": SECRET})
+    assert reply.choices[0].finish_reason == "length"
+    fathom_info = (reply.model_extra or {})["fathom"]
+    assert fathom_info["stop_reason"] == "budget" and fathom_info["budget_limit"] == "tokens"

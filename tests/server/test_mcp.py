@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
+from typing import Any
 
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from tests.cli.conftest import cli_env, command
 from tests.fake_servers import ScriptedOpenAIServer
-from tests.server.conftest import root_script
+from tests.server.conftest import FIND_CODE, SLEEP, root_script, wait_for
 
 SECRET = "Ledger, page 12: the code is 4217."
 
@@ -57,3 +59,57 @@ def test_ask_answers_about_text_and_allowed_paths_with_progress(tmp_path: Path) 
     assert any("running:" in line for line in progress)
 
 
+
+
+def _slow_or_find(messages: list[dict[str, Any]]) -> str:
+    if any(m["role"] == "assistant" for m in messages):
+        return "FINAL_VAR(answer)"
+    return SLEEP if "slow" in str(messages[-1]["content"]) else FIND_CODE
+
+
+def _workers_in(folder: Path) -> list[int]:
+    """Sandbox workers whose scratch directory (their cwd) lies in `folder`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if (b"fathom.sandbox.worker" in (entry / "cmdline").read_bytes()
+                    and Path(os.readlink(entry / "cwd")).is_relative_to(folder)):
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_cancelled_call_cancels_its_run_and_frees_its_sandbox(tmp_path: Path) -> None:
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+
+    async def session(base_url: str) -> object:
+        params = StdioServerParameters(
+            command=command()[0], args=[*command()[1:], "mcp", "--model", "openai:x"],
+            env=cli_env(base_url, TMPDIR=str(private_tmp)), cwd=str(tmp_path))
+        running = asyncio.Event()
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            if "running:" in (message or ""):
+                running.set()
+
+        async with Client(params, read_timeout_seconds=60) as client:
+            call = asyncio.create_task(client.call_tool(
+                "ask", {"question": "Take it slow", "text": SECRET},
+                progress_callback=on_progress))
+            await asyncio.wait_for(running.wait(), 30)
+            await asyncio.to_thread(wait_for, lambda: _workers_in(private_tmp))
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            await asyncio.to_thread(wait_for, lambda: not _workers_in(private_tmp), 10)
+            # The server goes on: the next call is answered.
+            return await client.call_tool("ask", {"question": "What is the code?",
+                                                  "text": SECRET})
+
+    with ScriptedOpenAIServer(_slow_or_find) as server:
+        after = asyncio.run(session(server.base_url))
+    assert after.structured_content["answer"] == "4217"  # type: ignore[attr-defined]
+    # Nothing of the sandbox is left but, at times, its empty scratch directory: the
+    # sandbox's release removes the tree before it unmounts the scratch tmpfs.
+    assert [p for p in private_tmp.rglob("*") if not p.is_dir()] == []
