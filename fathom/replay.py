@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fathom.answers import jsonable
 from fathom.budget import Budget
 from fathom.calls import Role, RunHandle, current_call
 from fathom.context import Context
@@ -268,22 +269,35 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
         max_batch=int(config.get("max_batch", 10_000)),
         budget=budget, trace=trace, allowed_models=others or None,
     )
-    result = rlm.run(rec.root.query, context_of(rec.root, context))
+    # A typed run is replayed against the JSON schema it recorded (so refusals recur).
+    result = rlm.run(rec.root.query, context_of(rec.root, context), schema=rec.root.schema)
     original = rec.end.answer if rec.end else ""
+    replayed = result.answer
+    if not isinstance(replayed, str):  # a typed answer: compared as JSON values
+        replayed = json.dumps(jsonable(replayed), ensure_ascii=False)
     same_answer = rec.end is not None and (
-        text_sha256(result.answer) == rec.end.sha256_of("answer")
-        or ("answer" not in rec.end.cut and result.answer.strip() == original.strip())
+        text_sha256(replayed) == rec.end.sha256_of("answer")
+        or ("answer" not in rec.end.cut and replayed.strip() == original.strip())
+        or ("answer" not in rec.end.cut and _same_json(original, replayed))
     )
     return ReplayReport(
         trace_path=str(trace_path),
         matches=same_answer and result.stop_reason == original_reason,
-        original_answer=original, replayed_answer=result.answer,
+        original_answer=original, replayed_answer=replayed,
         original_stop_reason=original_reason, replayed_stop_reason=result.stop_reason,
         root_replies=rec.root_reply_count, sub_replies=rec.sub_reply_count,
         unused_root_replies=rec.script.unused_root_replies,
         unmatched_prompts=list(rec.script.unmatched), error=result.error,
         interrupted=rec.end is None,
     )
+
+
+def _same_json(a: str, b: str) -> bool:
+    """Two answers that are the same JSON value (key order aside)."""
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except ValueError:
+        return False
 
 
 def context_of(start: RunStart, given: Any = None) -> Any:

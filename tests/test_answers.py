@@ -145,3 +145,19 @@ def test_a_session_question_takes_a_schema_too() -> None:
         result = session.ask("Where did Marta move?", schema=Move)
     assert result.answer == Move(person="Marta", city="Lisbon", year=2019)
     assert "refused" in user_turns(root.calls[1])[-1]
+
+
+@pytest.mark.slow
+def test_a_typed_run_replays_with_its_recorded_schema(tmp_path: Path) -> None:
+    from fathom.replay import replay
+
+    root = ScriptedLM([
+        repl("FINAL({'person': 'Marta', 'year': 'soon'})"),
+        repl("FINAL({'year': 2019, 'city': 'Lisbon', 'person': 'Marta'})"),
+    ])
+    trace = tmp_path / "run.jsonl"
+    fathom.RLM(root, trace=trace).run("Where did Marta move?", CONTEXT, schema=Move)
+    report = replay(trace)
+    assert report.matches, report
+    assert json.loads(report.replayed_answer) == {"person": "Marta", "city": "Lisbon",
+                                                  "year": 2019}

@@ -63,7 +63,8 @@
     var r = runs[id];
     if (!r) {
       r = runs[id] = { id: id, start: null, end: null, fin: null, iters: {}, iterList: [],
-        depth: 0, direct: tot(), lastT: 0, firstT: null, parent: null, children: [], total: null };
+        depth: 0, direct: tot(), lastT: 0, firstT: null, parent: null, children: [], total: null,
+        cites: [], pendingCites: [] };
       runOrder.push(id);
     }
     return r;
@@ -95,7 +96,11 @@
         if (e.call_id) delete inflight[e.call_id];
         break;
       case "lm_call_start": if (e.call_id) inflight[e.call_id] = e; break;
-      case "exec": it.execs.push(e); break;
+      case "exec":  // the block that ran the cite() calls just before it
+        it.execs.push(e); e._cites = r.pendingCites; r.pendingCites = [];
+        e._cites.forEach(function (c) { c._exec = e; });
+        break;
+      case "citation": r.cites.push(e); r.pendingCites.push(e); break;
       case "subrlm_start":
         var c = { start: e, end: null, id: e.child_run_id };
         it.children.push(c); childStart[e.child_run_id] = c;
@@ -192,6 +197,22 @@
     return b;
   }
   function label(text) { return el("div", "label", esc(text)); }
+  // A span cite() recorded: where it is (path:line), its text, and the code that found it.
+  function citeWhere(c) {
+    var lines = c.line_start === c.line_end ? String(c.line_start) : c.line_start + "-" + c.line_end;
+    if (typeof c.source === "string") return c.source + ":" + lines;
+    return "context" + (c.source == null ? "" : "[" + c.source + "]") + ":" + lines;
+  }
+  function citeCard(c, withCode) {
+    var card = el("div", "cite");
+    card.appendChild(el("div", "where", esc(citeWhere(c))));
+    card.appendChild(pre(c.text || ""));
+    if (withCode && c._exec) {
+      card.appendChild(node({ title: "code that found it", sum: esc(short(c._exec.code, 100)),
+        build: function (b) { b.appendChild(codeBlock(c._exec.code || "")); } }));
+    }
+    return card;
+  }
 
   // ---------- a run ----------
   function runNode(r, open) {
@@ -315,6 +336,10 @@
       if (x.stderr) { body.appendChild(label("Stderr")); body.appendChild(pre(x.stderr, "err")); }
       if (x.error) { body.appendChild(label("Error")); body.appendChild(pre(x.error, "err")); }
       if (x.notice) { body.appendChild(label("Notice")); body.appendChild(pre(x.notice, "notice")); }
+      if (x._cites && x._cites.length) {
+        body.appendChild(label("Cited"));
+        x._cites.forEach(function (c) { body.appendChild(citeCard(c, false)); });
+      }
       if (!x.stdout && !x.stderr && !x.error) body.appendChild(el("div", "muted", "(no output)"));
       appendCalls(body, buckets[j]);
     });
@@ -455,8 +480,15 @@
     app.appendChild(el("h2", null, "Answer"));
     var ans = root.end ? root.end.answer : root.fin ? root.fin.answer : "";
     var failed = root.end && root.end.stop_reason !== "final";
-    app.appendChild(el("div", "card answer" + (failed ? " failed" : ""),
+    var answerRow = el("div", "answer-row");  // the answer, and beside it what it cites
+    answerRow.appendChild(el("div", "card answer" + (failed ? " failed" : ""),
       esc(ans || (root.end ? "(no answer)" : "(not answered yet)"))));
+    if (root.cites.length) {
+      var cited = el("div", "citations", '<div class="label">Citations (' + root.cites.length + ")</div>");
+      root.cites.forEach(function (c) { cited.appendChild(citeCard(c, true)); });
+      answerRow.appendChild(cited);
+    }
+    app.appendChild(answerRow);
     var all = tot(), roots = 0, subs = 0, maxDepth = 0, nRuns = runOrder.length;
     calls.forEach(function (c) { addCall(all, c); if (c.role === "root") roots++; else subs++; });
     runOrder.forEach(function (id) { maxDepth = Math.max(maxDepth, runs[id].depth); });
