@@ -16,7 +16,7 @@ import re
 import sysconfig
 from collections.abc import Iterator
 
-# Enough distinct prose for long haystacks (about 8,000 sentences) while reading the
+# Enough distinct prose for long haystacks (about 5,000 sentences) while reading the
 # pool takes about a second; more files would only slow every process down.
 _POOL_CHARS = 1_000_000
 _SKIP_DIRS = {"test", "tests", "idlelib", "site-packages", "__pycache__", "lib2to3", "turtledemo"}

@@ -5,9 +5,14 @@ from __future__ import annotations
 import ast
 import collections
 import datetime
+import hashlib
 import itertools
+import json
+import os
 import random
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -357,3 +362,20 @@ def test_codeqa_key_recounted_from_the_sources(size: int, variant: str) -> None:
         assert recount == task.expected and 1 <= len(recount) <= 20
     answer = task.expected if variant == "constant" else ",\n".join(task.expected)
     assert family.score(task, answer) == 1.0
+
+
+def test_tasks_are_the_same_in_another_process() -> None:
+    """Resume and Ray workers regenerate tasks elsewhere: no dependence on hash order."""
+    code = (
+        "import hashlib, json, sys\n"
+        "from fathom.bench.tasks import families\n"
+        "tasks = [f.generate(8000, 3) for f in families()]\n"
+        "print(hashlib.sha256(json.dumps([[t.query, t.context, t.expected] for t in tasks],"
+        " sort_keys=True).encode()).hexdigest())\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    tasks = [f.generate(8000, 3) for f in families()]
+    here = json.dumps([[t.query, t.context, t.expected] for t in tasks], sort_keys=True)
+    assert out.stdout.strip() == hashlib.sha256(here.encode()).hexdigest()
