@@ -9,6 +9,9 @@ notifications. A cancelled call cancels its run and frees its sandbox.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
 from typing import Any
 
 import anyio
@@ -22,6 +25,8 @@ from fathom.server.config import ServerConfig
 from fathom.server.errors import APIError
 from fathom.server.paths import resolve_paths
 from fathom.server.runs import Runs, stop
+
+logger = logging.getLogger("fathom.server")
 
 INSTRUCTIONS = (
     "fathom answers questions about inputs far larger than a context window (whole folders, "
@@ -53,10 +58,22 @@ def build_server(config: ServerConfig, runs: Runs | None = None) -> MCPServer:
                              f"allowed directories ({folders}); or `text`: the input itself.")
     async def ask(question: str, ctx: Context, paths: list[str] | None = None,
                   text: str | None = None) -> Answer:
+        started = time.monotonic()
+        line: dict[str, Any] = {"tool": "ask", "outcome": "cancelled"}
         try:
-            return await _ask(runs, question, paths, text, ctx)
+            answer = await _ask(runs, question, paths, text, ctx)
+            line.update(outcome=answer.stop_reason, run_id=answer.trace_id)
+            return answer
         except APIError as exc:
+            line.update(outcome="error", status=exc.status, error=exc.message)
             raise ToolError(exc.message) from exc
+        except ToolError as exc:
+            line.update(outcome="error", error=str(exc))
+            raise
+        finally:
+            # One JSON line per call, as `fathom serve` writes per request (on stderr).
+            line["ms"] = round((time.monotonic() - started) * 1000, 1)
+            logger.info(json.dumps(line))
 
     return server
 

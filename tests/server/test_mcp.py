@@ -113,3 +113,39 @@ def test_a_cancelled_call_cancels_its_run_and_frees_its_sandbox(tmp_path: Path) 
     # Nothing of the sandbox is left but, at times, its empty scratch directory: the
     # sandbox's release removes the tree before it unmounts the scratch tmpfs.
     assert [p for p in private_tmp.rglob("*") if not p.is_dir()] == []
+
+
+def test_ask_over_streamable_http(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def session() -> object:
+        async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=60) as client:
+            return await client.call_tool("ask", {"question": "What is the code?",
+                                                  "text": SECRET})
+
+    def listening() -> bool:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    with ScriptedOpenAIServer(root_script()) as server:
+        proc = subprocess.Popen(
+            [*command(), "mcp", "--transport", "http", "--port", str(port), "--model",
+             "openai:x"], env=cli_env(server.base_url), cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(listening)
+            result = asyncio.run(session())
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    assert result.structured_content["answer"] == "4217"  # type: ignore[attr-defined]
