@@ -4,7 +4,9 @@ The oracle proves that a family's answer can be read from its text, that the eng
 sandbox carry it, and that the scoring accepts it. Its root writes real REPL code for
 the family (split `context`, `llm_query_batched` over the pieces, aggregate, `FINAL`);
 its sub-model answers only from the text of its own prompt, by parsing it like a
-careful reader would: it never sees the generator's state or the answer key.
+careful reader would: it never sees the generator's state or the answer key. In a REPL
+without sub-calls (the bench's `repl` method) the root's code does that reading itself.
+Methods that never run code (`direct`, `bm25`, `summarize`) get no answer from it.
 The random policy answers in the right format with random values, and scores near chance.
 """
 
@@ -162,6 +164,14 @@ def group(items, size={CHUNK_CHARS}):
             current = ""
         current += item
     return pieces + ([current] if current else [])
+
+try:
+    llm_query_batched
+except NameError:
+    # A REPL without sub-calls (the repl method): read every piece with code instead.
+    from fathom.bench.policies import oracle_sub_reply
+    def llm_query_batched(prompts):
+        return [oracle_sub_reply(p) for p in prompts]
 
 def ask_all(instruction, pieces):
     """The sub-model's reply lines over every piece, NONE dropped."""

@@ -38,6 +38,17 @@ def test_oracle_scores_one_through_the_engine(name: str, size: int) -> None:
         assert sub_usage and sub_usage[0].calls >= 1 and sub_usage[0].prompt_tokens > 0
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_oracle_reads_with_code_when_the_repl_has_no_sub_calls(name: str) -> None:
+    family = get_family(name)
+    task = family.generate(8_000, 5)
+    root, sub = oracle_models(name)
+    result = fathom.RLM(model=root, sub_model=sub, max_depth=0, sub_calls=False).run(
+        task.query, task.context)
+    assert family.score(task, result.answer) == 1.0, (task.key(), result.answer, task.expected)
+    assert set(result.usage) == {"oracle"}  # no sub-model call was made
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_oracle_scores_one_at_a_million_tokens(name: str) -> None:
