@@ -34,7 +34,7 @@ class SubCalls:
         self.tree = tree
         self.run = run
         self._citer = Citer(context) if context is not None else None  # cite() reads it
-        self.concurrency = tree.config.max_concurrency
+        self.concurrency = tree.config.concurrency_bound
         self.max_batch = tree.config.sandbox_options.max_batch
         room = prompt_room(tree.router.sub)
         self._offered = {

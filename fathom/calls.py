@@ -1,16 +1,20 @@
 """The one metered model call: every call of a run tree, of every role, goes through `Meter.call`.
 
 Root turns, sub-calls, the last-chance turn and the root turns of child runs all take
-the same path, in the manner of httpx's layered `send`: a concurrency slot, a budget
-reservation, an `lm_call_start` event, the call cut off by the time budget, then the
-usage recorded (or the reservation released) and an `lm_call` event. Call ids follow
-one scheme, `{run_id}-{n}`, numbered per run.
+the same path, in the manner of httpx's layered `send`: a slot from the endpoint's
+concurrency limiter (fathom.limiter), a budget reservation, an `lm_call_start` event,
+the call cut off by the time budget, then the usage recorded (or the reservation
+released) and an `lm_call` event. Call ids follow one scheme, `{run_id}-{n}`,
+numbered per run.
+
+A provider error that no wait can cure (a spent quota, or throttling past the time
+the run may wait) aborts the whole tree: every later call raises it at once, and
+the engine ends each run with it after the code block in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import itertools
 import uuid
@@ -20,11 +24,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, TypeVar
 
 from fathom.budget import Spend
-from fathom.errors import BudgetExceeded
+from fathom.errors import BudgetExceeded, FathomError, RateLimitError
+from fathom.limiter import Holder, LimitChange, Limiters
 from fathom.lm import pricing
-from fathom.lm.base import LM, Completion, Message
-from fathom.lm.retry import RetryNotice, retry_listener
-from fathom.trace import Clock, Event, LMCall, LMCallRetry, LMCallStart
+from fathom.lm.base import LM, Completion, Message, prompt_cache_key
+from fathom.lm.retry import RetryNotice, attempt_observer, retry_listener
+from fathom.trace import Clock, ConcurrencyEvent, Event, LMCall, LMCallRetry, LMCallStart
 
 if TYPE_CHECKING:
     from fathom.answers import AnswerSchema, Citation
@@ -92,15 +97,20 @@ def current_call() -> CallSite | None:
 
 
 class Meter:
-    """Budget, concurrency slots and trace events around `LM.acomplete`, for one run tree."""
+    """Budget, concurrency limits and trace events around `LM.acomplete`, for one run tree."""
 
     def __init__(
-        self, spend: Spend, emit: Callable[[Event], None], clock: Clock, max_concurrency: int
+        self, spend: Spend, emit: Callable[[Event], None], clock: Clock,
+        max_concurrency: int | str = "auto", max_concurrency_cap: int = 512,
+        cache_key: str | None = None,
     ) -> None:
         self.spend = spend
         self.emit = emit
         self.clock = clock
-        self.slots = asyncio.Semaphore(max_concurrency)
+        self.limiters = Limiters(max_concurrency, max_concurrency_cap, self._limit_changed)
+        self.cache_key = cache_key  # the tree's prompt_cache_key
+        self.fatal: FathomError | None = None  # set once an error ends the whole tree
+        self._last_site: CallSite | None = None
 
     async def call(
         self, lm: LM, messages: list[Message], site: CallSite
@@ -108,7 +118,10 @@ class Meter:
         """One model call; raises BudgetExceeded when the budget refuses or cuts it off."""
         prompt = messages[-1]["content"] if messages else ""
         estimate = pricing.estimate_prompt_tokens(messages)
-        async with self._slot(site):
+        self._raise_if_aborted(site, lm.name, prompt)
+        self._last_site = site
+        holder = self._holder(lm, site)
+        async with holder:
             self._event(site, LMCallStart, model=lm.name, prompt=prompt[:START_PROMPT_CHARS])
             try:
                 self.spend.reserve(estimate)
@@ -116,19 +129,28 @@ class Meter:
                 self._event(site, LMCall, model=lm.name, prompt=prompt,
                             error=f"BudgetExceeded: {exc}", refused=True)
                 raise
-            token = _current.set(site)
+            tokens = (_current.set(site), attempt_observer.set(holder),
+                      prompt_cache_key.set(self.cache_key))
             heard = retry_listener.set(lambda notice: self._retried(site, lm.name, notice))
             try:
                 completion = await self.within_budget(lm.acomplete(messages))
             except BaseException as exc:
                 self.spend.release(estimate)
+                if isinstance(exc, RateLimitError) and self.fatal is None:
+                    self.fatal = exc  # no wait helps: the tree ends with it
                 self._event(site, LMCall, model=lm.name, prompt=prompt,
                             error=f"{type(exc).__name__}: {exc}",
                             refused=isinstance(exc, BudgetExceeded))
                 raise
             finally:
                 retry_listener.reset(heard)
-                _current.reset(token)
+                prompt_cache_key.reset(tokens[2])
+                attempt_observer.reset(tokens[1])
+                _current.reset(tokens[0])
+            # Models that do their own retrying (or none) are heard here, once per call; a
+            # response-cache hit never reached the endpoint and says nothing of it.
+            if not completion.cached:
+                holder.succeeded(completion.seconds)
         model = completion.model or lm.name
         self.spend.record(model, completion.usage, estimate)
         self._event(
@@ -136,8 +158,35 @@ class Meter:
             prompt_tokens=completion.usage.prompt_tokens,
             completion_tokens=completion.usage.completion_tokens, seconds=completion.seconds,
             usd=completion.usage.usd, cached=completion.cached,
+            cached_tokens=completion.usage.cached_tokens,
         )
         return completion
+
+    def aborted(self) -> FathomError | None:
+        """The error that ended the tree (a fresh copy, to raise), or None."""
+        fatal = self.fatal
+        return None if fatal is None else type(fatal)(str(fatal))
+
+    def _raise_if_aborted(self, site: CallSite, model: str, prompt: str) -> None:
+        error = self.aborted()
+        if error is not None:
+            self.refuse(site, model, prompt, f"{type(error).__name__}: {error}")
+            raise error
+
+    def _holder(self, lm: LM, site: CallSite) -> Holder:
+        # Every call to an endpoint shares its limiter, so the limit bounds the whole tree;
+        # but the top run's own turns never wait behind the sub-calls its code started.
+        priority = site.role is Role.ROOT and site.run.depth == 0
+        return Holder(self.limiters.for_model(lm), priority)
+
+    def _limit_changed(self, change: LimitChange) -> None:
+        site = _current.get() or self._last_site
+        run_id, depth = (site.run.run_id, site.run.depth) if site else ("", 0)
+        self.emit(ConcurrencyEvent(
+            run_id=run_id, depth=depth, t=self.clock.now(), endpoint=change.endpoint,
+            limit=change.limit, previous=change.previous, reason=change.reason.value,
+            in_flight=change.in_flight,
+        ))
 
     def refuse(self, site: CallSite, model: str, prompt: str, error: str) -> None:
         """Trace a call refused before it reached a model (e.g. a model the user did not allow)."""
@@ -147,13 +196,6 @@ class Meter:
     def _retried(self, site: CallSite, model: str, notice: RetryNotice) -> None:
         self._event(site, LMCallRetry, model=model, attempt=notice.attempt,
                     attempts=notice.attempts, reason=notice.reason, delay=notice.delay)
-
-    def _slot(self, site: CallSite) -> contextlib.AbstractAsyncContextManager[object]:
-        # Every call shares the tree's slots, so max_concurrency bounds the whole tree; but the
-        # top run's own turns never wait behind the sub-calls its code started.
-        if site.role is Role.ROOT and site.run.depth == 0:
-            return contextlib.nullcontext()
-        return self.slots
 
     def _event(
         self, site: CallSite, cls: type[LMCall | LMCallStart | LMCallRetry], **fields: object

@@ -21,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 
@@ -77,6 +77,26 @@ Exit codes:
 
 def _version() -> str:
     return getattr(fathom, "__version__", "unknown")
+
+
+class _Concurrency(click.ParamType):
+    """--max-concurrency: "auto" or a whole number >= 1."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | Literal["auto"]:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number >= 1.", param, ctx)
+        return number
+
+
+_CONCURRENCY = _Concurrency()
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -163,8 +183,11 @@ def main() -> None:
               metavar="MODEL=IN,OUT",
               help="USD per million input and output tokens of MODEL, for --max-usd and the "
                    "summary (repeatable), e.g. --price openai:my-model=0.25,2.00.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Model calls of the whole run that may be in flight at once.")
+@click.option("--max-concurrency", type=_CONCURRENCY, default="auto", show_default=True,
+              help="Model calls in flight at once per model endpoint, for the whole run: "
+                   "'auto' finds the provider's limit as it goes, a number fixes it.")
+@click.option("--max-concurrency-cap", type=click.IntRange(min=1), default=512,
+              show_default=True, help="The most calls in flight that 'auto' may grow to.")
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run's events to this JSONL file (see `fathom view`).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -191,7 +214,8 @@ def ask(
     context_window: int | None, max_output_tokens: int | None, request_timeout: float,
     sandbox: str, isolation: IsolationLevel, max_iterations: int, max_depth: int,
     max_usd: float | None, max_seconds: float | None, max_tokens: int | None,
-    prices: list[tuple[str, float, float]], max_concurrency: int,
+    prices: list[tuple[str, float, float]], max_concurrency: int | Literal["auto"],
+    max_concurrency_cap: int,
     trace: Path | None, cache: Path | None, as_json: bool, schema_file: Path | None,
     quiet: bool, encoding: str | None, encoding_errors: str, include_ignored: bool,
 ) -> None:
@@ -215,6 +239,7 @@ def ask(
             context_window=context_window, max_output_tokens=max_output_tokens,
             request_timeout=request_timeout,
             max_iterations=max_iterations, max_concurrency=max_concurrency,
+            max_concurrency_cap=max_concurrency_cap,
             max_depth=max_depth, budget=budget, trace=trace, cache=cache,
             on_event=None if quiet else progress,
         )
@@ -534,7 +559,7 @@ CHAT_OPTIONS = frozenset({
     "model", "sub_model", "context_window", "max_output_tokens", "request_timeout", "sandbox",
     "isolation", "max_iterations", "max_depth", "max_usd", "max_seconds", "max_tokens",
     "prices", "max_concurrency", "trace", "cache", "quiet", "encoding", "encoding_errors",
-    "include_ignored",
+    "include_ignored", "max_concurrency_cap",
 })
 
 
@@ -564,7 +589,9 @@ def chat(paths: tuple[str, ...], save_path: Path | None, resume: Path | None,
             max_output_tokens=options["max_output_tokens"],
             request_timeout=options["request_timeout"],
             max_iterations=options["max_iterations"], max_depth=options["max_depth"],
-            max_concurrency=options["max_concurrency"], budget=budget, trace=options["trace"],
+            max_concurrency=options["max_concurrency"],
+            max_concurrency_cap=options["max_concurrency_cap"], budget=budget,
+            trace=options["trace"],
             cache=options["cache"],
         )
         session = fathom.Session.load(resume, rlm, context) if resume else rlm.session(context)

@@ -225,12 +225,18 @@ class Engine:
                 raise BudgetExceeded(self.tree.spend.describe_limit("seconds"))
             timeout = min(timeout, remaining)
         result: ExecResult = await self._blocking(sandbox.execute, code, timeout)
-        self._last_output = result.stdout or self._last_output
+        # A spent quota ends the whole tree: what this block made of its failed calls is
+        # neither an answer nor output to answer with.
+        aborted = self.tree.meter.aborted()
+        if aborted is None:
+            self._last_output = result.stdout or self._last_output
         self._event(
             ExecEvent, iteration=self.handle.iteration, code=code, stdout=result.stdout,
             stderr=result.stderr, error=result.error, seconds=result.seconds,
             notice=result.notice,
         )
+        if aborted is not None:
+            raise aborted
         return result
 
     def _finish(self, answer: str, source: str) -> tuple[str, StopReason] | None:

@@ -5,7 +5,8 @@
     ├── ContextError         the input cannot be read or loaded
     ├── LMError              a model call failed
     │   ├── AuthenticationError   missing or rejected API key
-    │   ├── RateLimitError        still throttled after the retries
+    │   ├── RateLimitError        throttled for longer than the run may wait
+    │   │   └── QuotaExhausted        the account's quota or credit is gone for good
     │   ├── ContextWindowError    the prompt does not fit the model's window
     │   └── ProviderUnavailable   an optional dependency (SDK, weights) is missing
     ├── SandboxError         the sandbox could not start or talk to its worker
@@ -42,7 +43,12 @@ class AuthenticationError(LMError):
 
 
 class RateLimitError(LMError):
-    """The provider kept throttling after all retries."""
+    """The provider kept throttling for longer than the run may wait."""
+
+
+class QuotaExhausted(RateLimitError):
+    """The provider says the account's quota or credit is used up; waiting will not help,
+    so the run ends (stop_reason "error") instead of retrying."""
 
 
 class ContextWindowError(LMError):

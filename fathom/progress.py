@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from fathom.protocol import code_blocks
 from fathom.terminal import is_terminal, safe_text
 from fathom.trace import (
+    ConcurrencyEvent,
     Event,
     ExecEvent,
     FinalEvent,
@@ -53,6 +54,11 @@ def _tokens(n: int) -> str:
 
 def _usd(x: float) -> str:
     return f"${x:.4f}" if x < 1 else f"${x:.2f}"
+
+
+def _attempt(attempt: int, attempts: int) -> str:
+    """"2/5", or "2" for a throttled call, which retries as long as the time budget allows."""
+    return f"{attempt}/{attempts}" if attempts else f"{attempt}, throttled"
 
 
 def _short(text: str, limit: int) -> str:
@@ -132,13 +138,14 @@ class ProgressState:
     waiting_since: float = 0.0  # time.monotonic() when it started
     waiting_attempt: tuple[int, int] | None = None  # (attempt, attempts) once it is retried
     counts: dict[str, CallCounts] = field(default_factory=dict)  # model -> its calls
+    limits: dict[str, int] = field(default_factory=dict)  # endpoint -> its concurrency limit
     finished: bool = False
 
     def waiting_text(self) -> str:
         """What the root call in flight is waiting on: " for MODEL (42 s, attempt 2/5)"."""
         detail = f"{time.monotonic() - self.waiting_since:.0f} s"
         if self.waiting_attempt is not None:
-            detail += ", attempt {}/{}".format(*self.waiting_attempt)
+            detail += f", attempt {_attempt(*self.waiting_attempt)}"
         if self.waiting_depth:
             detail += f", depth {self.waiting_depth}"
         return f" for {self.waiting_model} ({detail})"
@@ -284,7 +291,13 @@ class Progress:
             if e.role == "root":
                 s.waiting_attempt = (e.attempt, e.attempts)
             return (f"{pad}{e.role} call to {e.model} failed ({_short(e.reason, 100)}); "
-                    f"attempt {e.attempt}/{e.attempts} in {e.delay:.1f}s")
+                    f"attempt {_attempt(e.attempt, e.attempts)} in {e.delay:.1f}s")
+        if isinstance(e, ConcurrencyEvent):
+            s.limits[e.endpoint] = e.limit
+            if e.reason in ("start", "grow"):
+                return None  # the panel shows the limit; lines tell only the cuts
+            return (f"{pad}{e.endpoint}: concurrency {e.previous} -> {e.limit} ({e.reason}, "
+                    f"{e.in_flight} in flight)")
         if isinstance(e, ExecEvent):
             queue = s.pending.get(e.run_id)
             if queue:
@@ -341,6 +354,10 @@ class Progress:
             failed = (f"{s.sub_failed} failed", "red" if s.sub_failed else "")
             grid.add_row("sub-calls", Text.assemble(f"{flight}{s.sub_done} done, ", failed,
                                                     s.batch_text()))
+            if s.limits:
+                grid.add_row("concurrency", Text(safe_text(", ".join(
+                    f"{limit}" + (f" ({_short(endpoint, 40)})" if len(s.limits) > 1 else "")
+                    for endpoint, limit in s.limits.items()))))
             if s.children_running or s.children_done:
                 grid.add_row("child RLMs",
                               Text(f"{s.children_running} running, {s.children_done} done"))
@@ -399,10 +416,10 @@ class Progress:
         rows, calls = self._call_rows(result)
         lines = [f"{result.stop_reason} after {result.iterations} iteration(s) in "
                  f"{result.seconds:.1f}s"]
-        lines += [f"  {model}: {counts}, {u.prompt_tokens} in / {u.completion_tokens} out "
-                  f"tok, {_usd(u.usd)}" for model, counts, u in rows]
-        lines.append(f"  total: {calls}, {total.prompt_tokens} in / "
-                     f"{total.completion_tokens} out tok, {_usd(total.usd)}")
+        lines += [f"  {model}: {counts}, {u.prompt_tokens} in ({u.cached_tokens} cached) / "
+                  f"{u.completion_tokens} out tok, {_usd(u.usd)}" for model, counts, u in rows]
+        lines.append(f"  total: {calls}, {total.prompt_tokens} in ({total.cached_tokens} cached)"
+                     f" / {total.completion_tokens} out tok, {_usd(total.usd)}")
         if result.trace_path:
             lines.append(f"trace: {result.trace_path} (fathom view {result.trace_path})")
         self.stream.write("".join(f"[fathom] {safe_text(line)}\n" for line in lines))
@@ -423,11 +440,13 @@ class Progress:
         table.add_column("failed", justify="right", footer=str(calls.failed))
         table.add_column("refused", justify="right", footer=str(calls.refused))
         table.add_column("tokens in", justify="right", footer=f"{total.prompt_tokens:,}")
+        # Of the tokens in, those read from the provider's prompt cache (billed cheaper).
+        table.add_column("cached", justify="right", footer=f"{total.cached_tokens:,}")
         table.add_column("tokens out", justify="right", footer=f"{total.completion_tokens:,}")
         table.add_column("cost", justify="right", footer=_usd(total.usd))
         for model, counts, u in rows:
             table.add_row(Text(safe_text(model)), str(counts.calls), str(counts.failed),
-                          str(counts.refused), f"{u.prompt_tokens:,}",
+                          str(counts.refused), f"{u.prompt_tokens:,}", f"{u.cached_tokens:,}",
                           f"{u.completion_tokens:,}", _usd(u.usd))
         console.print(table)
         if result.trace_path:

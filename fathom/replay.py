@@ -19,7 +19,7 @@ import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fathom.answers import jsonable
 from fathom.budget import Budget
@@ -260,7 +260,7 @@ def replay(trace_path: str | Path, *, context: Any = None, sandbox: str = "subpr
         model=root_lm, sub_model=sub_lm, sandbox=sandbox,
         max_iterations=int(config.get("max_iterations", 30)),
         max_depth=int(config.get("max_depth", 1)),
-        max_concurrency=int(config.get("max_concurrency", 16)),
+        max_concurrency=_concurrency(config.get("max_concurrency", 16)),
         output_limit=int(config.get("output_limit", 20_000)),
         compact_at=float(config.get("compact_at", 0.8)),
         sub_calls=bool(config.get("sub_calls", True)),
@@ -379,3 +379,8 @@ def _context_from_label(start: RunStart) -> Any:
         f"({source or 'an in-memory value'}) is not readable here; replay needs the original "
         "input: run it where the file exists, or pass it (`fathom replay TRACE --context PATH`)."
     )
+
+
+def _concurrency(value: Any) -> int | Literal["auto"]:
+    """A recorded max_concurrency: "auto" (the adaptive default) or a whole number."""
+    return "auto" if value == "auto" else int(value)

@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fathom.answers import AnswerSchema
 from fathom.budget import Budget, Spend
@@ -45,7 +45,8 @@ class RLM:
         sandbox: str | SandboxFactory = "subprocess",
         max_iterations: int = 30,
         max_depth: int = 1,
-        max_concurrency: int = 16,
+        max_concurrency: int | Literal["auto"] = "auto",
+        max_concurrency_cap: int = 512,
         exec_timeout: float = 120.0,
         budget: Budget | None = None,
         trace: str | Path | None = None,
@@ -64,7 +65,8 @@ class RLM:
         max_output_tokens: int | None = None,
         sub_calls: bool = True,
     ) -> None:
-        _check_positive(max_iterations=max_iterations, max_concurrency=max_concurrency,
+        _check_concurrency(max_concurrency, max_concurrency_cap)
+        _check_positive(max_iterations=max_iterations,
                         exec_timeout=exec_timeout, output_limit=output_limit,
                         max_message_mb=max_message_mb, max_batch=max_batch,
                         trace_max_mb=trace_max_mb, request_timeout=request_timeout,
@@ -128,6 +130,7 @@ class RLM:
             max_iterations=max_iterations,
             max_depth=max_depth,
             max_concurrency=max_concurrency,
+            max_concurrency_cap=max_concurrency_cap,
             output_limit=output_limit,
             compact_at=compact_at,
             sub_calls=sub_calls,
@@ -278,6 +281,16 @@ def _caller_stacklevel() -> int:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(skipped):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def _check_concurrency(value: object, cap: object) -> None:
+    """max_concurrency is "auto" or a whole number >= 1; the cap a whole number >= 1."""
+    for name, given in (("max_concurrency", value), ("max_concurrency_cap", cap)):
+        if given == "auto" and name == "max_concurrency":
+            continue
+        if not isinstance(given, int) or isinstance(given, bool) or given < 1:
+            hint = '"auto" (adaptive, the default) or ' if name == "max_concurrency" else ""
+            raise ConfigError(f"{name}={given!r} is invalid: pass {hint}a whole number >= 1.")
 
 
 def _check_positive(**values: float) -> None:

@@ -114,6 +114,7 @@ class LMCall(Event):
     batch_id: str | None = None  # shared by the calls of one llm_query_batched
     last_chance: bool = False  # the root's one answer-now call at max_iterations
     refused: bool = False  # the budget refused or cut off the call (`error` says which limit)
+    cached_tokens: int = 0  # prompt tokens the provider read from its prompt cache
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,19 @@ class LMCallRetry(Event):
     attempts: int = 1
     reason: str = ""
     delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ConcurrencyEvent(Event):
+    """The concurrency limit of a model endpoint changed (fathom.limiter): `reason` is
+    "start", "grow", "throttled" or "timeout"; `in_flight` counts its calls at the time."""
+
+    type: ClassVar[str] = "concurrency"
+    endpoint: str = ""
+    limit: int = 0
+    previous: int = 0
+    reason: str = ""
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -235,7 +249,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunStart, IterationEvent, LMCallStart, LMCall, LMCallRetry, ExecEvent, SubRLMStart,
-        SubRLMEnd, FinalEvent, RunEnd, TraceTruncated, CitationEvent,
+        SubRLMEnd, FinalEvent, RunEnd, TraceTruncated, ConcurrencyEvent, CitationEvent,
     )
 }
 

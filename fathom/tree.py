@@ -1,6 +1,7 @@
 """The run tree: what a root run and every child started by rlm_query share, and how runs start.
 
-One RunTree holds the settings, the model router, the budget, the metered call path,
+One RunTree holds the settings, the model router, the budget, the metered call path
+(with one concurrency limiter per model endpoint, which every run of the tree shares),
 the event sink and clock, and the tasks to cancel. `RunTree.run` starts a run at any
 depth (the root from `RLM.arun`, children from the bridge's `rlm_query`); the loop of
 each run is made by the `engine` factory the tree was given, so this module does not
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fathom.answers import AnswerSchema
 from fathom.budget import Spend
@@ -33,7 +35,8 @@ class RunConfig:
 
     max_iterations: int = 30
     max_depth: int = 1
-    max_concurrency: int = 16
+    max_concurrency: int | Literal["auto"] = "auto"
+    max_concurrency_cap: int = 512
     output_limit: int = 20_000
     compact_at: float = 0.8
     sub_calls: bool = True  # False: REPL code gets no function that calls a model
@@ -47,6 +50,7 @@ class RunConfig:
             "max_iterations": self.max_iterations,
             "max_depth": self.max_depth,
             "max_concurrency": self.max_concurrency,
+            "max_concurrency_cap": self.max_concurrency_cap,
             "output_limit": self.output_limit,
             "compact_at": self.compact_at,
             "sub_calls": self.sub_calls,
@@ -57,6 +61,28 @@ class RunConfig:
             "max_message_mb": opts.max_message_mb,
             "max_batch": opts.max_batch,
         }
+
+
+    @property
+    def concurrency_bound(self) -> int:
+        """The most calls that may ever be in flight to one endpoint: the fixed limit, or
+        the cap of the adaptive one."""
+        if isinstance(self.max_concurrency, int):
+            return self.max_concurrency
+        return self.max_concurrency_cap
+
+    @property
+    def child_runs(self) -> int:
+        """Child runs live at once per depth (each holds a sandbox): the fixed limit, or
+        AUTO_CHILD_RUNS; their model calls share the endpoints' limiters either way."""
+        if isinstance(self.max_concurrency, int):
+            return self.max_concurrency
+        return AUTO_CHILD_RUNS
+
+
+# Live child runs per depth under max_concurrency="auto": a child holds a sandbox (a worker
+# process), which the model endpoint's limit says nothing about.
+AUTO_CHILD_RUNS = 16
 
 
 class RunLoop(Protocol):
@@ -88,7 +114,11 @@ class RunTree:
         self.emit = emit
         self.loop = loop
         self.clock = Clock()
-        self.meter = Meter(spend, emit, self.clock, config.max_concurrency)
+        # One prompt-cache key per tree: its requests share prefixes (OpenAI routes on it).
+        self.meter = Meter(
+            spend, emit, self.clock, config.max_concurrency, config.max_concurrency_cap,
+            cache_key=f"fathom-{uuid.uuid4().hex[:16]}",
+        )
         self._engine = engine
         # Live child runs per depth. One semaphore per depth, not one shared: a parent holds
         # its slot while it waits for its own children, which draw from the next depth.
@@ -138,7 +168,7 @@ class RunTree:
 
     def _slots(self, depth: int) -> asyncio.Semaphore:
         if depth not in self._child_slots:
-            self._child_slots[depth] = asyncio.Semaphore(self.config.max_concurrency)
+            self._child_slots[depth] = asyncio.Semaphore(self.config.child_runs)
         return self._child_slots[depth]
 
     def event(self, run: RunHandle, cls: type[Event], **fields: Any) -> None:

@@ -12,8 +12,15 @@ serve from a background thread and are used as context managers:
 `replies` is a list of reply texts used in order, or a callable `messages -> str`
 (it receives the request's `messages` list). `fail_first=[429, 500]` answers the
 first requests with those statuses (429 and 503 carry `Retry-After`) before any
-reply is used. `.requests` holds the parsed JSON body of every request to the
-completion endpoint, failed attempts included; `.headers` the matching headers.
+reply is used; with `quota_exhausted=True` a 429 says `insufficient_quota`.
+`.requests` holds the parsed JSON body of every request to the completion
+endpoint, failed attempts included; `.headers` the matching headers.
+
+Throughput: `max_in_flight=48` answers 429 + `Retry-After` to any request beyond 48
+being served at once (set the attribute during a run to change the limit);
+`.rejected` counts those, `.peak` the most served at once. `prefix_cache=True`
+reports as cached the prompt tokens a request shares with an earlier one (OpenAI's
+`prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,22 @@ Replies = Sequence[str] | Callable[[list[dict[str, Any]]], str]
 
 def _estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of `a` and `b`."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _Server(ThreadingHTTPServer):
+    # Hundreds of sub-calls connect at once: the default backlog of 5 would drop some.
+    request_queue_size = 1024
+    daemon_threads = True
 
 
 def _text_of(content: Any) -> str:
@@ -60,6 +83,9 @@ class _ScriptedServer:
         null_replies: int = 0,
         malformed: bool = False,
         n_ctx: int | None = None,
+        max_in_flight: int | None = None,
+        quota_exhausted: bool = False,
+        prefix_cache: bool = False,
     ) -> None:
         self._replies: list[str] | None = None if callable(replies) else list(replies)
         self._responder = replies if callable(replies) else None
@@ -73,6 +99,13 @@ class _ScriptedServer:
         self.null_replies = null_replies  # the first N replies have `content: null` (OpenAI)
         self.malformed = malformed  # replies are cut-off JSON
         self.n_ctx = n_ctx  # when set, GET /props answers as llama.cpp's server does
+        self.max_in_flight = max_in_flight  # beyond it: 429 + Retry-After
+        self.quota_exhausted = quota_exhausted  # 429s say insufficient_quota
+        self.prefix_cache = prefix_cache
+        self.in_flight = 0
+        self.peak = 0
+        self.rejected = 0
+        self._prompts: list[str] = []  # what the prefix cache holds
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -94,8 +127,7 @@ class _ScriptedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -161,11 +193,27 @@ class _ScriptedServer:
             return
         with self._lock:
             status = self._failures.pop(0) if self._failures else None
+            over = self.max_in_flight is not None and self.in_flight >= self.max_in_flight
+            if status is None and over:
+                status = 429
+                self.rejected += 1
+            elif status is None:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
         if status is not None:
             extra = {"Retry-After": self.retry_after} if status in (429, 503) else {}
             body_ = self.error_body(status, f"scripted failure {status}")
+            if status == 429 and self.quota_exhausted:
+                body_ = self.quota_body()
             self._send(handler, status, body_, extra)
             return
+        try:
+            self._reply(handler, body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _reply(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         with self._lock:
             slow = self.slow_first is None or len(self.requests) <= self.slow_first
         if self.delay and slow:
@@ -185,9 +233,24 @@ class _ScriptedServer:
             # 400 so no client retries it: the test script is simply too short.
             self._send(handler, 400, self.error_body(400, str(exc)))
             return
-        prompt_text = "".join(_text_of(m.get("content")) for m in messages)
-        prompt_text += _text_of(body.get("system"))
+        prompt_text = _text_of(body.get("system"))
+        prompt_text += "".join(_text_of(m.get("content")) for m in messages)
         self._send(handler, 200, self.reply_body(body, text, prompt_text))
+
+    def cached_tokens(self, prompt_text: str) -> int:
+        """Tokens of `prompt_text` a prefix cache holds: its longest common prefix with an
+        earlier prompt, in whole blocks of 128 tokens from 1024 on (as OpenAI counts)."""
+        if not self.prefix_cache:
+            return 0
+        with self._lock:
+            shared = max((_common_prefix(p, prompt_text) for p in self._prompts), default=0)
+            self._prompts.append(prompt_text)
+        tokens = shared // 4
+        return tokens // 128 * 128 if tokens >= 1024 else 0
+
+    def quota_body(self) -> dict[str, Any]:
+        """The error of an account whose quota is used up."""
+        raise NotImplementedError
 
     def _next_reply(self, messages: list[dict[str, Any]]) -> str:
         with self._lock:
@@ -240,6 +303,12 @@ class ScriptedOpenAIServer(_ScriptedServer):
     def _key_of(self, handler: BaseHTTPRequestHandler) -> str:
         return (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
 
+    def quota_body(self) -> dict[str, Any]:
+        """OpenAI's 429 for an account out of credit."""
+        message = "You exceeded your current quota, please check your plan and billing details."
+        return {"error": {"message": message, "type": "insufficient_quota", "param": None,
+                          "code": "insufficient_quota"}}
+
     def reply_body(self, body: dict[str, Any], text: str, prompt_text: str) -> dict[str, Any]:
         """A chat.completion object."""
         reply: dict[str, Any] = {
@@ -262,6 +331,9 @@ class ScriptedOpenAIServer(_ScriptedServer):
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
             }
+            if self.prefix_cache:
+                cached = min(prompt, self.cached_tokens(prompt_text))
+                reply["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
         return reply
 
 
@@ -302,6 +374,12 @@ class ScriptedAnthropicServer(_ScriptedServer):
         }.get(status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
 
+    def quota_body(self) -> dict[str, Any]:
+        """Anthropic's error for an account out of credit."""
+        return self.error_body(
+            400, "Your credit balance is too low to access the Anthropic API."
+        )
+
     def _key_of(self, handler: BaseHTTPRequestHandler) -> str:
         # The SDK sends `x-api-key`, or `Authorization: Bearer` in newer versions.
         bearer = (handler.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
@@ -322,5 +400,12 @@ class ScriptedAnthropicServer(_ScriptedServer):
         prompt, completion = _estimate_tokens(prompt_text), _estimate_tokens(text)
         if not self.usage:
             prompt = completion = 0
-        reply["usage"] = {"input_tokens": prompt, "output_tokens": completion}
+        cached = min(prompt, self.cached_tokens(prompt_text))
+        # input_tokens excludes the cache: what was read, and what was written (the rest
+        # of a marked prefix; here, the whole prompt when it carries a breakpoint).
+        marked = "cache_control" in json.dumps(body)
+        written = prompt - cached if marked and self.prefix_cache else 0
+        reply["usage"] = {"input_tokens": prompt - cached - written, "output_tokens": completion,
+                          "cache_read_input_tokens": cached,
+                          "cache_creation_input_tokens": written}
         return reply

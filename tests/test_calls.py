@@ -13,6 +13,7 @@ import fathom
 from fathom.budget import Budget, Spend
 from fathom.calls import CallSite, Meter, Role, RunHandle, current_call
 from fathom.errors import BudgetExceeded, LMError
+from fathom.limiter import Holder
 from fathom.lm import ScriptedLM
 from fathom.trace import Clock, Event, LMCall, LMCallStart, RunStart, SubRLMStart, read
 from tests.test_engine import by_query, repl
@@ -65,8 +66,8 @@ def test_only_the_top_runs_own_turns_skip_the_shared_slots() -> None:
     top, child = RunHandle("q"), RunHandle("c", depth=1)
 
     async def go() -> list[str]:
-        async with m.slots:  # every slot taken
-            lm = ScriptedLM(["root", "child"])
+        lm = ScriptedLM(["root", "child"])
+        async with Holder(m.limiters.for_model(lm), priority=False):  # every slot taken
             done = await m.call(lm, [{"role": "user", "content": "a"}],
                                 CallSite(top, Role.ROOT, top.call_id()))
             waiting = asyncio.create_task(m.call(lm, [{"role": "user", "content": "b"}],

@@ -4,6 +4,11 @@ Chat messages are mapped to the Messages API's shape: every system message
 goes to `system=`, consecutive messages of the same role are merged (the API
 wants user and assistant turns to alternate) and the first turn is a user one.
 Keys, clients, retries and errors are fathom.lm.sdk's.
+
+Prompt caching: the request marks `cache_control` breakpoints on the system prompt,
+on the first turn (the query and the context's description, the same all run) and
+on the last turn, so that each root request reads the previous one's prefix from
+Anthropic's cache instead of paying for it again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,35 @@ def default_max_tokens(model: str) -> int:
 def context_window_of(model: str) -> int:
     """Context window of a Claude model: 1M for the 5 family, else 200K."""
     return LARGE_CONTEXT_WINDOW if re.match(r"claude-[a-z]+-5(-|$)", model) else CONTEXT_WINDOW
+
+
+CACHE_CONTROL = {"type": "ephemeral"}
+# A prefix shorter than this is not cached by the API (1024 tokens for most models):
+# a breakpoint on it would only use up one of the four a request may carry.
+MIN_CACHED_CHARS = 1024 * 4
+
+
+def with_cache_breakpoints(
+    system: str | None, turns: list[dict[str, str]]
+) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """`system` and `turns` with `cache_control` on the system prompt, the first turn and
+    the last turn (within the API's four breakpoints), where the prefix is long enough to
+    be cached; a marked part becomes a content block, the rest stay plain text."""
+
+    def marked(text: str) -> list[dict[str, Any]]:
+        return [{"type": "text", "text": text, "cache_control": dict(CACHE_CONTROL)}]
+
+    prefix = len(system or "")
+    shaped: list[dict[str, Any]] = []
+    for index, turn in enumerate(turns):
+        prefix += len(turn["content"])
+        if index in (0, len(turns) - 1) and prefix >= MIN_CACHED_CHARS:
+            shaped.append({"role": turn["role"], "content": marked(turn["content"])})
+        else:
+            shaped.append(dict(turn))
+    if system is not None and len(system) >= MIN_CACHED_CHARS:
+        return marked(system), shaped
+    return system, shaped
 
 
 def to_messages_api(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
@@ -75,7 +109,7 @@ class AnthropicLM(SDKModel):
 
     def _request(self, messages: list[Message], options: dict[str, Any]) -> dict[str, Any]:
         options = dict(options)
-        system, turns = to_messages_api(messages)
+        system, turns = with_cache_breakpoints(*to_messages_api(messages))
         max_tokens = options.pop("max_tokens", None) or self.max_output_tokens
         kwargs: dict[str, Any] = {"model": self.model, "messages": turns, "max_tokens": max_tokens}
         if system is not None:
@@ -105,7 +139,9 @@ class AnthropicLM(SDKModel):
         cache_write = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
         # input_tokens excludes cache reads and writes; fathom counts all prompt tokens.
         prompt = int(usage.input_tokens or 0) + cache_read + cache_write
-        return text, Usage(prompt, int(usage.output_tokens or 0), cache_read)
+        return text, Usage(
+            prompt, int(usage.output_tokens or 0), cache_read, cache_write_tokens=cache_write
+        )
 
 
 def from_spec(model: str) -> AnthropicLM:

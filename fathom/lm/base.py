@@ -14,16 +14,28 @@ from fathom.lm.pricing import CHARS_PER_TOKEN
 # A chat message: {"role": "system" | "user" | "assistant", "content": str}.
 Message = dict[str, str]
 
+# The prompt-cache key of the run tree making the call (set by fathom.calls.Meter), sent as
+# OpenAI's `prompt_cache_key` so that one tree's requests land on the same cache.
+prompt_cache_key: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fathom_prompt_cache_key", default=None
+)
+
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens and dollars of one or more model calls."""
+    """Tokens and dollars of one or more model calls.
+
+    `prompt_tokens` counts every prompt token; of them, `cached_tokens` were read from the
+    provider's prompt cache (billed at its cached rate) and `cache_write_tokens` were
+    written to it (Anthropic bills writes above the input rate).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     usd: float = 0.0
     calls: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -37,6 +49,7 @@ class Usage:
             cached_tokens=self.cached_tokens + other.cached_tokens,
             usd=self.usd + other.usd,
             calls=self.calls + other.calls,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,6 +59,7 @@ class Usage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "usd": round(self.usd, 8),
         }
 

@@ -2,6 +2,10 @@
 
 `openai:MODEL` uses the official SDK with `OPENAI_API_KEY` and, when set,
 `OPENAI_BASE_URL`. Keys, clients, retries and errors are fathom.lm.sdk's.
+
+Every request of a run tree carries the tree's `prompt_cache_key`, so OpenAI routes
+them to the same prompt cache; a compatible server that refuses the field (HTTP 400
+naming it) is not sent it again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import openai
 
 from fathom.errors import LMError
 from fathom.lm import pricing
-from fathom.lm.base import Message, Usage
+from fathom.lm.base import Message, Usage, prompt_cache_key
+from fathom.lm.retry import Verdict
 from fathom.lm.sdk import EmptyReplyError, SDKModel
 
 DEFAULT_CONTEXT_WINDOW = 128_000  # unknown models, e.g. whatever a local server runs
@@ -64,6 +69,7 @@ class OpenAILM(SDKModel):
     host = "api.openai.com"
     example = "gpt-5-mini"
     versioned_url = True
+    sends_cache_key = True  # until a server refuses `prompt_cache_key`
 
     def _default_context_window(self) -> int:
         return pricing.lookup(CONTEXT_WINDOWS, self.model) or DEFAULT_CONTEXT_WINDOW
@@ -99,12 +105,25 @@ class OpenAILM(SDKModel):
         for key in ("top_p", "seed", "stop", "reasoning_effort", "user"):
             if key in options:
                 kwargs[key] = options.pop(key)
+        cache_key = prompt_cache_key.get()
+        if cache_key is not None and "prompt_cache_key" not in options:
+            kwargs["prompt_cache_key"] = cache_key
         if options:  # anything else goes to the server as-is (vLLM, llama.cpp extras)
             kwargs["extra_body"] = options
         return kwargs
 
     def _send(self, client: Any, request: dict[str, Any]) -> Awaitable[Any]:
+        if not self.sends_cache_key:
+            request = {k: v for k, v in request.items() if k != "prompt_cache_key"}
         return client.chat.completions.create(**request)
+
+    def _classify(self, exc: BaseException) -> Verdict:
+        message = str(getattr(exc, "message", "")).lower()
+        refused = getattr(exc, "status_code", None) == 400 and "prompt_cache_key" in message
+        if refused and self.sends_cache_key:
+            self.sends_cache_key = False  # a strict server: send the request without it
+            return Verdict(True, 0.0)
+        return super()._classify(exc)
 
     # -- responses -----------------------------------------------------------------
     def _read(self, messages: list[Message], response: Any) -> tuple[str, Usage]:

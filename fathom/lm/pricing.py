@@ -27,11 +27,13 @@ CHARS_PER_TOKEN = 4
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million tokens; `cached_input` applies to prompt-cache hits."""
+    """USD per million tokens; `cached_input` applies to prompt-cache hits and
+    `cache_write` to tokens written to the cache (None: the input rate)."""
 
     input: float
     output: float
     cached_input: float | None = None
+    cache_write: float | None = None
 
 
 # (input, output, cached input), standard tier, short-context rates (OpenAI bills
@@ -100,6 +102,13 @@ _TABLE: dict[str, Price] = {
     "kimi-k2": Price(0.60, 2.50, 0.15),
 }
 
+# Anthropic bills a write to its (5-minute) prompt cache at 1.25 times the input rate.
+ANTHROPIC_CACHE_WRITE = 1.25
+_TABLE.update({
+    name: Price(p.input, p.output, p.cached_input, p.input * ANTHROPIC_CACHE_WRITE)
+    for name, p in _TABLE.items() if name.startswith("claude-")
+})
+
 FREE = Price(0.0, 0.0, 0.0)
 _overrides: dict[str, Price] = {}
 _lock = threading.Lock()
@@ -114,10 +123,13 @@ def _normalise(model: str) -> str:
     return name.rsplit("/", 1)[-1]
 
 
-def set_price(model: str, input: float, output: float, cached_input: float | None = None) -> None:
+def set_price(
+    model: str, input: float, output: float, cached_input: float | None = None,
+    cache_write: float | None = None,
+) -> None:
     """Set or replace the USD-per-million-token price of `model` (and its dated snapshots)."""
     with _lock:
-        _overrides[_normalise(model)] = Price(input, output, cached_input)
+        _overrides[_normalise(model)] = Price(input, output, cached_input, cache_write)
 
 
 def price_for(model: str) -> Price | None:
@@ -145,14 +157,21 @@ def is_priced(model: str) -> bool:
     return price_for(model) is not None
 
 
-def cost(model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-    """USD of one call; `prompt_tokens` includes `cached_tokens`. Unknown models cost 0."""
+def cost(
+    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> float:
+    """USD of one call; `prompt_tokens` includes the cache reads (`cached_tokens`) and
+    writes (`cache_write_tokens`), each billed at its own rate. Unknown models cost 0."""
     price = price_for(model)
     if price is None:
         return 0.0
     cached = min(cached_tokens, prompt_tokens)
+    written = min(cache_write_tokens, prompt_tokens - cached)
     cached_rate = price.input if price.cached_input is None else price.cached_input
-    usd = (prompt_tokens - cached) * price.input + cached * cached_rate
+    write_rate = price.input if price.cache_write is None else price.cache_write
+    usd = (prompt_tokens - cached - written) * price.input + cached * cached_rate
+    usd += written * write_rate
     return (usd + completion_tokens * price.output) / 1e6
 
 

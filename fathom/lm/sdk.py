@@ -9,7 +9,8 @@ API words a prompt that does not fit.
 
 The SDKs' own retries are off: fathom.lm.retry retries 429, 5xx, connection
 errors and timeouts with backoff that honours Retry-After, so both providers
-share one policy and the final error says how many attempts were made.
+share one policy and the final error says how many attempts were made. A spent
+quota (OpenAI's `insufficient_quota`) is not retried: it raises QuotaExhausted.
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ from fathom.errors import (
     ConfigError,
     ContextWindowError,
     LMError,
+    QuotaExhausted,
     RateLimitError,
 )
 from fathom.lm import pricing
 from fathom.lm.base import BaseLM, Completion, Message, Usage
-from fathom.lm.retry import RetryPolicy, Verdict, acall_with_retries, classify_sdk_error
+from fathom.lm.retry import (
+    RetryPolicy,
+    Verdict,
+    acall_with_retries,
+    classify_sdk_error,
+    quota_exhausted,
+)
 
 
 class EmptyReplyError(LMError):
@@ -108,6 +116,12 @@ class SDKModel(BaseLM):
     def base_var(self) -> str:
         """The variable that points the SDK at another server: OPENAI_BASE_URL."""
         return f"{self.provider.upper()}_BASE_URL"
+
+    @property
+    def endpoint(self) -> str:
+        """Where this model's calls go, as one concurrency limiter serves them: provider,
+        server and model (fathom.limiter)."""
+        return f"{self.provider}:{self.where}:{self.model}"
 
     @property
     def where(self) -> str:
@@ -206,7 +220,8 @@ class SDKModel(BaseLM):
                 f"{attempts} times; is it an OpenAI-compatible server, and is its URL right?"
             ) from exc
         usd = pricing.cost(
-            self.model, tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens
+            self.model, tokens.prompt_tokens, tokens.completion_tokens, tokens.cached_tokens,
+            tokens.cache_write_tokens,
         )
         usage = dataclasses.replace(tokens, usd=usd, calls=1)
         return Completion(text, self.name, usage, seconds=time.perf_counter() - start)
@@ -225,7 +240,9 @@ class SDKModel(BaseLM):
     def _classify(self, exc: BaseException) -> Verdict:
         if isinstance(exc, EmptyReplyError | json.JSONDecodeError):
             return Verdict(True)  # a server's hiccup, as a 5xx is
-        return classify_sdk_error(exc, (self.sdk.APIConnectionError,))  # timeouts included
+        return classify_sdk_error(
+            exc, (self.sdk.APIConnectionError,), timeout_errors=(self.sdk.APITimeoutError,)
+        )
 
 
 def translate(exc: Exception, lm: SDKModel) -> Exception:
@@ -241,10 +258,19 @@ def translate(exc: Exception, lm: SDKModel) -> Exception:
         return AuthenticationError(
             f"{name}: the key in {lm.key_var} may not use this model (HTTP 403): {exc.message}"
         )
-    if isinstance(exc, sdk.RateLimitError):
+    if quota_exhausted(exc):
+        return QuotaExhausted(
+            f"{name}: {where} says the account's quota or credit is used up "
+            f"({getattr(exc, 'message', exc)}); "
+            "add credit or raise the plan's limits, or use another key or model."
+        )
+    if isinstance(exc, sdk.RateLimitError) or getattr(exc, "status_code", None) in (503, 529):
+        patience = lm.retry.throttle_patience
         return RateLimitError(
-            f"{name}: still rate-limited after {attempts} attempts; lower the concurrency "
-            "(--max-concurrency, RLM(max_concurrency=...)), wait, or raise your account's limits."
+            f"{name}: {where} throttled every request for {patience:g}s (HTTP "
+            f"{getattr(exc, 'status_code', 429)}); wait and try again, set a time budget "
+            "(Budget(seconds=...), --max-seconds) to bound the waiting, or raise your "
+            "account's limits."
         )
     if isinstance(exc, sdk.APITimeoutError):
         return LMError(

@@ -66,11 +66,16 @@ def test_transient_failures_are_retried(status: int) -> None:
         assert len(server.requests) == 3
 
 
-def test_rate_limit_after_all_retries() -> None:
-    with ScriptedAnthropicServer(["never"], fail_first=[429] * 10) as server:
-        with pytest.raises(RateLimitError):
-            lm_for(server).complete([{"role": "user", "content": "q"}])
-        assert len(server.requests) == 4
+def test_throttling_is_waited_out_until_the_patience_ends() -> None:
+    with ScriptedAnthropicServer(["ok"], fail_first=[429, 529] * 3) as server:
+        assert lm_for(server).complete([{"role": "user", "content": "q"}]).text == "ok"
+        assert len(server.requests) == 7  # more than max_retries: throttling is not failure
+    impatient = RetryPolicy(base_delay=0.01, max_delay=0.05, throttle_patience=0.3)
+    with ScriptedAnthropicServer(["never"], fail_first=[429] * 1000) as server:
+        lm = AnthropicLM("claude-sonnet-5-5", base_url=server.base_url, api_key="k",
+                         retry=impatient)
+        with pytest.raises(RateLimitError, match="throttled every request"):
+            lm.complete([{"role": "user", "content": "q"}])
 
 
 def test_wrong_key_names_the_variable() -> None:

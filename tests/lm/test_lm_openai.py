@@ -8,7 +8,12 @@ import time
 
 import pytest
 
-from fathom.errors import AuthenticationError, ContextWindowError, LMError, RateLimitError
+from fathom.errors import (
+    AuthenticationError,
+    ContextWindowError,
+    LMError,
+    QuotaExhausted,
+)
 from fathom.lm import pricing, resolve
 from fathom.lm.openai import DEFAULT_CONTEXT_WINDOW, OpenAILM
 from fathom.lm.retry import RetryPolicy
@@ -61,11 +66,24 @@ def test_retry_after_is_honoured_over_the_backoff() -> None:
 
 
 def test_sdk_retries_are_off_so_the_count_is_ours() -> None:
-    with ScriptedOpenAIServer(["ok"], fail_first=[429] * 10) as server:
+    with ScriptedOpenAIServer(["ok"], fail_first=[500] * 10) as server:
         lm = lm_for(server)
-        with pytest.raises(RateLimitError, match="4 attempts"):
+        with pytest.raises(LMError, match="HTTP 500"):
             lm.complete(ASK)
         assert len(server.requests) == 4  # 1 + FAST.max_retries
+
+
+def test_a_rate_limit_is_waited_out_past_max_retries() -> None:
+    with ScriptedOpenAIServer(["ok"], fail_first=[429] * 6, retry_after="0.01") as server:
+        assert lm_for(server).complete(ASK).text == "ok"
+        assert len(server.requests) == 7
+
+
+def test_a_spent_quota_fails_at_once_with_its_own_type() -> None:
+    with ScriptedOpenAIServer(["never"], fail_first=[429] * 5, quota_exhausted=True) as server:
+        with pytest.raises(QuotaExhausted, match="quota"):
+            lm_for(server).complete(ASK)
+        assert len(server.requests) == 1  # no retry: waiting brings no quota back
 
 
 def test_connection_refused_is_retried_then_reported() -> None:

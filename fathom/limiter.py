@@ -1,0 +1,271 @@
+"""Adaptive concurrency per model endpoint: how many calls a run tree sends at once.
+
+Nobody knows their provider's limit in advance, so the limit is found the way TCP
+finds a link's capacity. A `Limiter` starts at `START` calls in flight and grows
+while calls succeed and their latency holds: slow start (one more slot per success,
+doubling every round trip) until the first sign of trouble, then additive increase
+(about one slot per round trip). A 429, a 503, an "overloaded" reply or a timeout
+cuts the limit to `BACKOFF` of the concurrency the rejected request was sent at; a
+cut happens once per round of requests, not once per rejected request. The limit
+never leaves [1, cap]. A fixed limit (`RLM(max_concurrency=N)`) is the same object
+with adaptation off.
+
+One limiter serves every call to one endpoint (provider, server, model) in a run
+tree, root turns, sub-calls and child runs alike, so that children cannot multiply
+the load. The retry layer (`fathom.lm.retry`) reports each HTTP attempt to the
+limiter holding its call (`attempt_observer`), and a call that waits to retry gives
+its slot back while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+START = 32  # calls in flight before anything is known of the endpoint
+BACKOFF = 0.9  # share of the rejected request's concurrency kept after a cut
+LATENCY_TOLERANCE = 2.0  # recent latency this many times the long-run latency stops growth
+_FAST, _SLOW = 0.2, 0.02  # weights of the recent and long-run latency averages
+
+
+class LimitReason(StrEnum):
+    """Why a limit changed, as `concurrency` trace events say it."""
+
+    START = "start"
+    GROW = "grow"  # calls succeeded at the old limit, latency held
+    THROTTLED = "throttled"  # 429 / 503 / overloaded
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class LimitChange:
+    """A limiter's new limit, and why."""
+
+    endpoint: str
+    limit: int
+    previous: int
+    reason: LimitReason
+    in_flight: int
+
+
+@dataclass
+class Ticket:
+    """One call's hold on a slot: when it was sent and how many calls were in flight."""
+
+    sequence: int
+    in_flight: int  # counting itself
+    held: bool = True
+    reported: bool = False
+
+
+class Limiter:
+    """Caps the calls in flight to one endpoint; adaptive (AIMD) or fixed."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        initial: int = START,
+        cap: int = 512,
+        adaptive: bool = True,
+        on_change: Callable[[LimitChange], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.cap = cap
+        self.adaptive = adaptive
+        self.on_change = on_change
+        self._limit = float(max(1, min(initial, cap)))
+        self._told = 0  # the limit last reported to `on_change`
+        self._slow_start = adaptive
+        self._in_flight = 0
+        self._numbers = itertools.count(1)
+        self._cut_after = 0  # requests sent before the last cut do not cut again
+        self._fast: float | None = None
+        self._slow: float | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self.last_success = time.monotonic()
+        self.throttled = 0  # attempts rejected as throttled or overloaded
+        self.attempts = 0
+
+    @property
+    def limit(self) -> int:
+        """Calls that may be in flight now."""
+        return int(self._limit)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot now."""
+        return self._in_flight
+
+    # -- slots -------------------------------------------------------------------------
+    async def acquire(self, *, priority: bool = False) -> Ticket:
+        """Wait for a slot; `priority` takes one at once (a root turn never queues behind
+        the sub-calls its own code started) but still counts in flight."""
+        while not priority and self._in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass on the wake-up this waiter will not use
+                raise
+        self._in_flight += 1
+        self.attempts += 1
+        return Ticket(next(self._numbers), self._in_flight)
+
+    def release(self, ticket: Ticket) -> None:
+        """Give a slot back (once per acquire)."""
+        if ticket.held:
+            ticket.held = False
+            self._in_flight -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self._in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    # -- what attempts report --------------------------------------------------------------
+    def succeeded(self, ticket: Ticket, seconds: float) -> None:
+        """A call (or attempt) finished well after `seconds`: grow while latency holds."""
+        if ticket.reported:
+            return
+        ticket.reported = True
+        self.last_success = time.monotonic()
+        if not self.adaptive:
+            return
+        self._fast = seconds if self._fast is None else self._fast + _FAST * (seconds - self._fast)
+        self._slow = seconds if self._slow is None else self._slow + _SLOW * (seconds - self._slow)
+        if self._fast > LATENCY_TOLERANCE * self._slow:
+            self._slow_start = False  # queueing somewhere: stop doubling, and do not grow
+            return
+        if ticket.in_flight * 2 < self.limit:
+            return  # the limit was not what held this call back: no evidence for more
+        step = 1.0 if self._slow_start else 1.0 / self._limit
+        self._set(min(float(self.cap), self._limit + step), LimitReason.GROW)
+
+    def overloaded(self, ticket: Ticket, reason: LimitReason = LimitReason.THROTTLED) -> None:
+        """The endpoint rejected an attempt (429, 503, overloaded) or it timed out: cut once."""
+        if ticket.reported:
+            return
+        ticket.reported = True
+        self.throttled += 1
+        if not self.adaptive or ticket.sequence <= self._cut_after:
+            return
+        self._slow_start = False
+        self._cut_after = next(self._numbers)
+        sent_at = min(self._limit, float(ticket.in_flight))
+        self._set(max(1.0, float(int(sent_at * BACKOFF))), reason)
+
+    def _set(self, limit: float, reason: LimitReason) -> None:
+        previous = self.limit
+        self._limit = limit
+        if self.limit == previous:
+            return
+        self._wake()
+        # Growth is told in steps of an eighth (or at the cap), cuts every time: a trace
+        # of the limit's shape, not of every success.
+        step = max(1, self._told // 8)
+        if reason is not LimitReason.GROW or self.limit >= min(self.cap, self._told + step):
+            self._tell(reason)
+
+    def _tell(self, reason: LimitReason) -> None:
+        previous, self._told = self._told, self.limit
+        if self.on_change is not None:
+            self.on_change(
+                LimitChange(self.endpoint, self.limit, previous, reason, self._in_flight)
+            )
+
+    def announce(self) -> None:
+        """Report the starting limit (a `concurrency` event with reason "start")."""
+        self._tell(LimitReason.START)
+
+
+class Holder:
+    """The slot of one model call, as the retry layer sees it: it reports each attempt's
+    outcome and gives the slot back while the call waits to retry."""
+
+    def __init__(self, limiter: Limiter, priority: bool) -> None:
+        self.limiter = limiter
+        self.priority = priority
+        self.ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Holder:
+        self.ticket = await self.limiter.acquire(priority=self.priority)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.ticket is not None:
+            self.limiter.release(self.ticket)
+
+    def succeeded(self, seconds: float) -> None:
+        """The attempt in flight got a reply after `seconds`."""
+        if self.ticket is not None:
+            self.limiter.succeeded(self.ticket, seconds)
+
+    def overloaded(self, timeout: bool = False) -> None:
+        """The attempt in flight was throttled, or timed out."""
+        if self.ticket is not None:
+            reason = LimitReason.TIMEOUT if timeout else LimitReason.THROTTLED
+            self.limiter.overloaded(self.ticket, reason)
+
+    @property
+    def last_success(self) -> float:
+        """When a call to this endpoint last succeeded (monotonic seconds)."""
+        return self.limiter.last_success
+
+    async def pause(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Wait `seconds` before a retry without holding the slot, then queue for one again."""
+        if self.ticket is not None:
+            self.limiter.release(self.ticket)
+        await sleep(seconds)
+        self.ticket = await self.limiter.acquire(priority=self.priority)
+
+
+def endpoint_of(lm: Any) -> str:
+    """The endpoint a model's calls go to: provider, server and model; wrappers looked through."""
+    while getattr(lm, "endpoint", None) is None and getattr(lm, "lm", None) is not None:
+        lm = lm.lm
+    endpoint = getattr(lm, "endpoint", None)
+    return str(endpoint) if endpoint else str(getattr(lm, "name", repr(lm)))
+
+
+class Limiters:
+    """One limiter per endpoint, for one run tree."""
+
+    def __init__(
+        self, max_concurrency: int | str, cap: int,
+        on_change: Callable[[LimitChange], None] | None = None,
+    ) -> None:
+        self.adaptive = max_concurrency == "auto"
+        self.initial = min(START, cap) if self.adaptive else int(max_concurrency)
+        self.cap = cap if self.adaptive else int(max_concurrency)
+        self.on_change = on_change
+        self._by_endpoint: dict[str, Limiter] = {}
+
+    def for_model(self, lm: Any) -> Limiter:
+        """The limiter of `lm`'s endpoint, made on first use."""
+        endpoint = endpoint_of(lm)
+        limiter = self._by_endpoint.get(endpoint)
+        if limiter is None:
+            limiter = Limiter(endpoint, initial=self.initial, cap=self.cap,
+                              adaptive=self.adaptive, on_change=self.on_change)
+            self._by_endpoint[endpoint] = limiter
+            if self.adaptive:  # a fixed limit never changes: nothing to tell
+                limiter.announce()
+        return limiter
+
+    def all(self) -> list[Limiter]:
+        """Every limiter made so far."""
+        return list(self._by_endpoint.values())
