@@ -38,9 +38,9 @@ from fathom.server.streaming import chunk, completion, last_chunks
 logger = logging.getLogger("fathom.server")
 
 
-def create_app(config: ServerConfig, runs: Runs | None = None) -> Starlette:
-    """The app serving `config`; `runs` is made from it unless given (the benchmark shares it)."""
-    runs = runs or Runs(config)
+def create_app(config: ServerConfig) -> AccessLog:
+    """The ASGI app serving `config` (Starlette routes inside the access log)."""
+    runs = Runs(config)
     api = _API(config, runs)
 
     @contextlib.asynccontextmanager
@@ -63,8 +63,7 @@ def create_app(config: ServerConfig, runs: Runs | None = None) -> Starlette:
                             Exception: _unexpected},
         lifespan=lifespan,
     )
-    app.state.runs = runs
-    return AccessLog(app, runs.metrics)  # type: ignore[return-value]
+    return AccessLog(app, runs.metrics)
 
 
 class _API:
@@ -257,7 +256,6 @@ class AccessLog:
     def __init__(self, app: Starlette, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -176,6 +176,9 @@ def test_context_paths_read_only_under_allow_dir(tmp_path: Path) -> None:
     (outside / "secret.txt").write_text("the code is 9999")
     (allowed / "link.txt").symlink_to(outside / "secret.txt")
     (allowed / "linkdir").symlink_to(outside)
+    (allowed / "sub").mkdir()
+    (allowed / "sub" / "notes.txt").write_text("no number here")
+    (allowed / "sub" / "leak.txt").symlink_to(outside / "secret.txt")
     lm = scripted()
     config = ServerConfig(model=lm, allow_dirs=(allowed,))
 
@@ -185,15 +188,26 @@ def test_context_paths_read_only_under_allow_dir(tmp_path: Path) -> None:
 
     with serving(config) as base:
         ok = ask(["ledger.txt"])
+        folder = ask(["sub"])  # its symlink to outside is skipped, not followed
         globbed = ask([str(allowed / "*.txt")])  # the symlink matches too: refused
         refused = [ask([p]) for p in (str(outside / "secret.txt"), "../outside/secret.txt",
                                       "link.txt", "linkdir/secret.txt", "linkdir",
                                       str(outside / "*.txt"), str(allowed / "../outside"))]
     assert ok.json()["choices"][0]["message"]["content"] == "4217"
+    assert folder.json()["choices"][0]["message"]["content"] == "none"
     assert _error(globbed, 403)["code"] == "path_not_allowed"
     for response in refused:
         assert _error(response, 403)["type"] == "permission_error"
-    assert len(lm.calls) == 2  # only the allowed request reached the model
+    assert len(lm.calls) == 4  # only the two allowed requests reached the model
+
+
+def test_without_allow_dir_no_path_can_be_read(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text(SECRET)
+    with serving(ServerConfig(model=scripted())) as base:
+        response = httpx.post(f"{base}/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "code?"}],
+            "context_paths": [str(tmp_path / "a.txt")]})
+    assert "--allow-dir" in str(_error(response, 403)["message"])
 
 
 def test_a_request_budget_only_lowers_the_operators() -> None:
