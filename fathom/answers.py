@@ -167,14 +167,14 @@ def _path(location: Any) -> str:
 
 
 # --- citations ----------------------------------------------------------------------------
-Source = str | int | None  # None: a str context; an index of a list, a key of a dict
+ItemKey = str | int | None  # None: a str context; an index of a list, a key of a dict
 
 
 @dataclass(frozen=True)
 class Citation:
     """A span of the context an answer rests on: `text` is item[start:end], lines 1-based."""
 
-    source: Source
+    source: ItemKey
     start: int
     end: int
     line_start: int
@@ -206,7 +206,7 @@ class Citer:
     def __init__(self, context: Context) -> None:
         self.context = context
         self._lock = threading.Lock()
-        self._cached: tuple[Source, str] | None = None
+        self._cached: tuple[ItemKey, str] | None = None
 
     def cite(self, start: Any, end: Any, source: Any = None) -> Citation:
         """The Citation of item `source`[start:end]; CallRefused, raised in the REPL, if the
@@ -253,7 +253,7 @@ class Citer:
             self._cached = (source, text)
             return text
 
-    def _load(self, source: Source) -> str:
+    def _load(self, source: ItemKey) -> str:
         if not self.context.files():  # an in-memory value: read it where it is
             item: Any = self.context.load()
             try:
@@ -276,7 +276,7 @@ class Citer:
                               "cite spans of str items.")
         return item
 
-    def _unknown(self, source: Source) -> str:
+    def _unknown(self, source: ItemKey) -> str:
         meta = self.context.metadata()
         if isinstance(source, int):
             return (f"cite: there is no item {source} in context, a list of {meta.items:,} "
@@ -286,5 +286,5 @@ class Citer:
                 f"({shown}{', ...' if meta.items > 5 else ''}).")
 
 
-def _describe(source: Source) -> str:
+def _describe(source: ItemKey) -> str:
     return "context" if source is None else f"context[{source!r}]"
