@@ -46,9 +46,9 @@ class Chat:
         """Ask what the user types until Ctrl-D (end of input)."""
         _remember(q["question"] for q in self.session.history)
         if self.session.history:
-            self._say(f"resumed a session of {len(self.session.history)} question(s); "
-                      "`history` holds them")
-        self._say("ask a question about the input; Ctrl-C cancels an answer, Ctrl-D leaves")
+            self._tell(f"resumed a session of {len(self.session.history)} question(s); "
+                       "`history` holds them")
+        self._tell("ask a question about the input; Ctrl-C cancels an answer, Ctrl-D leaves")
         while True:
             try:
                 line = self.read(PROMPT)
@@ -97,6 +97,11 @@ class Chat:
             return
         if report.unsaved:
             self._say(f"not saved (cannot be pickled): {', '.join(sorted(report.unsaved))}")
+
+    def _tell(self, text: str) -> None:
+        """Guidance, which --quiet leaves out (errors and cancellations are always said)."""
+        if self.progress_mode != "quiet":
+            self._say(text)
 
     def _say(self, text: str) -> None:
         self.err.write(f"fathom: {safe_text(text)}\n")

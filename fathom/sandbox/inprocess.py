@@ -32,6 +32,7 @@ class InProcessSandbox:
         self.options = options or SandboxOptions()
         self._repl: Repl | None = None
         self._stuck: threading.Thread | None = None
+        self._running: threading.Thread | None = None  # the last block's thread
 
     def start(self, context: Context, bridge: Bridge) -> None:
         """Load the context value and bind the REPL functions to `bridge`."""
@@ -51,6 +52,7 @@ class InProcessSandbox:
         thread = threading.Thread(
             target=lambda: box.append(repl.execute(code)), name="fathom-inprocess", daemon=True
         )
+        self._running = thread
         thread.start()
         thread.join(limit)
         if thread.is_alive():
@@ -96,6 +98,13 @@ class InProcessSandbox:
     def put_variables(self, variables: state.Variables) -> tuple[list[str], dict[str, str]]:
         """Rebuild saved variables: the names restored, those lost and why."""
         return state.put(self._require(), variables)
+
+    def interrupt(self) -> None:
+        """Stop the running block, as its timeout would (best effort, as for a timeout)."""
+        thread, repl = self._running, self._repl
+        if thread is not None and thread.is_alive() and repl is not None:
+            repl.timeout_message = "KeyboardInterrupt: the block was cancelled"
+            _raise_in(thread, ExecInterrupted)
 
     def isolation(self) -> dict[str, str]:
         """No protection layer: the code runs with this process's rights."""

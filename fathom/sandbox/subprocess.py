@@ -117,6 +117,8 @@ _START_SLACK = 2.0
 # of the largest size) a request is ignored, so a flood of them cannot pile up in the parent.
 # Honest code waits on each call in a thread (128 at most at `standard`).
 _MAX_CALLS_IN_FLIGHT = 256
+# How long interrupt() watches for a block that was about to start when it was called.
+_INTERRUPT_WATCH = 1.0
 _MAX_MESSAGES_IN_FLIGHT = 4
 
 
@@ -509,11 +511,24 @@ class SubprocessSandbox:
         return restored, {**variables.lost, **lost}
 
     def interrupt(self) -> None:
-        """Stop the running block as its timeout would (a session's Ctrl-C); no-op when idle."""
-        process = self._state.process
-        if process is not None and process.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.popen.pid, signal.SIGINT)  # the worker ignores it between blocks
+        """Stop the running block as its timeout would (a session's Ctrl-C); returns at once.
+
+        A cancelled run's block may be about to start rather than running: SIGINT is sent
+        again while an execute() holds the sandbox, for at least _INTERRUPT_WATCH seconds.
+        The worker ignores it between blocks.
+        """
+        threading.Thread(target=self._interrupt_until_idle, name="fathom-interrupt",
+                         daemon=True).start()
+
+    def _interrupt_until_idle(self) -> None:
+        watch = time.monotonic() + _INTERRUPT_WATCH
+        give_up = time.monotonic() + self.options.exec_timeout + self.interrupt_grace
+        while time.monotonic() < give_up and (self._lock.locked() or time.monotonic() < watch):
+            process = self._state.process
+            if self._lock.locked() and process is not None and process.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.popen.pid, signal.SIGINT)
+            time.sleep(0.1)
 
     def _session_request(
         self, message: dict[str, Any], answer: str
@@ -537,6 +552,9 @@ class SubprocessSandbox:
                     elif kind == "var" and got.get("id") == msg_id:
                         incoming.add(got)
                     elif kind == answer and got.get("id") == msg_id:
+                        if got.get("error") is not None:
+                            raise SandboxError(f"The sandbox worker failed a session request "
+                                               f"({capped_text(got.get('error'), 500)}).")
                         return dict(got), incoming.variables
             except (ChannelClosed, BadMessage, ValueError) as exc:
                 raise SandboxError(

@@ -44,8 +44,9 @@ from fathom.sandbox.repl import Repl
 from fathom.sandbox.state import defined_here
 
 SNAPSHOT_NAME = ".fathom-snapshot.pkl"
-# A session's requests about the REPL's variables (see Worker.session_op).
-SESSION_OPS = frozenset({"vars", "take", "var", "put"})
+# A session's requests about the REPL's variables (see Worker.session_op) -> the op of the
+# answer, which carries "error" when the request failed (`var` is not answered).
+SESSION_OPS = {"vars": "vars", "take": "taken", "var": None, "put": "put"}
 
 
 class Restore(enum.Enum):
@@ -166,7 +167,13 @@ class Worker:
             elif op == "stop":
                 return
             elif op in SESSION_OPS:
-                self.session_op(message)
+                try:
+                    self.session_op(message)
+                except Exception as exc:  # say so: the parent is waiting for the answer
+                    answer = SESSION_OPS[op]
+                    if answer is not None:
+                        self.channel.send({"op": answer, "id": message.get("id"),
+                                           "error": f"{type(exc).__name__}: {exc}"[:500]})
 
     def _exec(self, message: dict[str, Any]) -> None:
         timeout = message.get("timeout")

@@ -42,8 +42,9 @@ def by_question(replies: dict[str, list[str]]) -> Callable[[list[dict[str, Any]]
 
 def spawn(args: list[str], server: ScriptedOpenAIServer, cwd: Path) -> pexpect.spawn:
     argv = [*command(), "chat", *args, "--model", "openai:x"]
-    env = cli_env(server.base_url, TERM="dumb", COLUMNS="100")
+    env = cli_env(server.base_url, TERM="xterm", COLUMNS="100")
     return pexpect.spawn(argv[0], argv[1:], cwd=str(cwd), env=env, encoding="utf-8",
+                         codec_errors="replace",  # two threads share the terminal
                          timeout=60, dimensions=(40, 100))
 
 
@@ -58,11 +59,11 @@ def test_two_questions_a_cancelled_one_then_ctrl_d(tmp_path: Path) -> None:
         chat = spawn(["notes.txt", "--trace", "run.jsonl"], server, tmp_path)
         chat.expect_exact(PROMPT)
         chat.sendline("Where did Marta move?")
+        chat.expect_exact("final after 1 iteration")  # the run's summary, then the answer
         chat.expect_exact("Lisbon")
         chat.expect_exact(PROMPT)
         chat.sendline("Spin forever")
-        # Cancel once its block is running in the sandbox.
-        _wait_for_exec(tmp_path / "run.2.jsonl")
+        chat.expect_exact("while")  # the live panel shows the block being run
         chat.sendintr()
         chat.expect_exact("question cancelled")
         chat.expect_exact(PROMPT)
@@ -111,14 +112,3 @@ def test_save_then_resume(tmp_path: Path) -> None:
         changed.close()
         assert changed.exitstatus == 2
 
-
-def _wait_for_exec(trace: Path, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if trace.exists() and '"lm_call"' in trace.read_text():
-            time.sleep(0.5)  # the block is sent right after the reply is traced
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no model reply in {trace} in {timeout} s")
