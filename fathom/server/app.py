@@ -275,8 +275,14 @@ class AccessLog:
         except asyncio.CancelledError:
             # uvicorn cancels the requests still going when the grace time is over; their
             # runs are cancelled already. Ending the task here, logged as cancelled, keeps
-            # a traceback of the cancellation out of the server log.
+            # a traceback of the cancellation out of the server log. A reply not begun
+            # yet says why, in the OpenAI format.
             scope["state"]["outcome"] = "cancelled"
+            if not status[0]:
+                error = APIError(503, "The server is shutting down and cancelled this run; "
+                                 "send the request again.", code="shutting_down")
+                with contextlib.suppress(Exception):
+                    await JSONResponse(error.body(), 503)(scope, receive, send_status)
         finally:
             route = scope["path"] if scope["path"] in _ROUTES else "other"
             self.metrics.requests.labels(route, str(status[0])).inc()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 
+from fathom.trace import read
 from tests.cli.conftest import cli_env, command
 from tests.fake_servers import ScriptedOpenAIServer
 from tests.server.conftest import FIND_CODE, SLEEP, wait_for, workers
@@ -54,12 +55,19 @@ def test_serve_answers_then_sigterm_cancels_the_run_within_grace(tmp_path: Path)
 
             slow = threading.Thread(target=_post_quietly, args=(base,), daemon=True)
             slow.start()
-            wait_for(lambda: workers(proc.pid))
+            plain: list[httpx.Response] = []
+            waiting = threading.Thread(target=lambda: plain.append(httpx.post(
+                f"{base}/v1/chat/completions", timeout=30, json={
+                    "messages": [{"role": "user", "content": "Take it slow"}],
+                    "context": SECRET})), daemon=True)
+            waiting.start()
+            wait_for(lambda: len(workers(proc.pid)) == 2)
             running = workers(proc.pid)
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
             took = time.monotonic() - started
+            waiting.join(5)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -67,13 +75,17 @@ def test_serve_answers_then_sigterm_cancels_the_run_within_grace(tmp_path: Path)
     assert took < 2 + 3, took  # the grace time, and the cleanup of the cancelled run
     assert proc.returncode == -signal.SIGTERM  # uvicorn ends by the signal it was sent
     assert all(not Path(f"/proc/{pid}").exists() for pid in running)
+    assert plain[0].status_code == 503  # a reply not begun says why, in the OpenAI format
+    assert plain[0].json()["error"]["code"] == "shutting_down"
     text = log.read_text()
     assert "Traceback" not in text, text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     done = [x for x in lines if x["path"] == "/v1/chat/completions" and x["status"] == 200]
     assert done and done[0]["outcome"] == "final" and done[0]["run_id"]
     assert any(x.get("outcome") == "cancelled" for x in lines)
-    assert len(list((tmp_path / "traces").glob("*.jsonl"))) == 2
+    traces = list((tmp_path / "traces").glob("*.jsonl"))
+    assert len(traces) == 3  # a trace per run, the cancelled ones ended too
+    assert all(read(trace)[-1].type == "run_end" for trace in traces)
 
 
 def _healthy(base: str) -> bool:
