@@ -23,6 +23,7 @@ from fathom.result import AnswerSource, Result, StopReason
 from fathom.sandbox import create
 from fathom.sandbox.base import Bridge, ExecResult, Sandbox
 from fathom.trace import (
+    AnswerRefused,
     Event,
     ExecEvent,
     FinalEvent,
@@ -247,6 +248,8 @@ class Engine:
             if not verdict.ok:
                 self._candidate = (answer, "forced" if source == "forced" else "final")
                 self._refusal = answers.refusal(schema, verdict.errors)
+                self._event(AnswerRefused, iteration=self.handle.iteration, answer=answer,
+                            errors=list(verdict.errors))
                 return None
             self._typed = verdict.value
             answer = schema.dumps(verdict.value)

@@ -176,6 +176,16 @@ class ExecEvent(Event):
 
 
 @dataclass(frozen=True)
+class AnswerRefused(Event):
+    """A FINAL did not match the run's schema (schema=): refused, `errors` shown to the model."""
+
+    type: ClassVar[str] = "answer_refused"
+    iteration: int = 0
+    answer: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class CitationEvent(Event):
     """REPL code cited a span of its run's context (cite()); the run's next `exec` event is
     the block that did. `source` is None for a str context, else the item's index or key."""
@@ -250,6 +260,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         RunStart, IterationEvent, LMCallStart, LMCall, LMCallRetry, ExecEvent, SubRLMStart,
         SubRLMEnd, FinalEvent, RunEnd, TraceTruncated, ConcurrencyEvent, CitationEvent,
+        AnswerRefused,
     )
 }
 

@@ -13,7 +13,7 @@ import fathom
 from fathom.answers import AnswerSchema, parse_answer, refusal
 from fathom.lm import ScriptedLM
 from fathom.lm.base import Message
-from fathom.trace import RunStart, read
+from fathom.trace import AnswerRefused, RunStart, read
 
 
 class Move(BaseModel):
@@ -99,8 +99,11 @@ def test_an_invalid_answer_is_refused_with_its_errors_then_a_fixed_one_accepted(
     told = second[-1]
     assert "refused" in told and "city: Field required" in told and "year: " in told
     assert result.to_dict()["answer"] == {"person": "Marta", "city": "Lisbon", "year": 2019}
-    start = next(e for e in read(trace) if isinstance(e, RunStart))
+    events = read(trace)
+    start = next(e for e in events if isinstance(e, RunStart))
     assert start.schema == Move.model_json_schema()
+    refused = [e for e in events if isinstance(e, AnswerRefused)]
+    assert len(refused) == 1 and "city: Field required" in refused[0].errors
 
 
 @pytest.mark.slow

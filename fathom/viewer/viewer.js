@@ -73,6 +73,7 @@
     var it = r.iters[n];
     if (!it) {
       it = r.iters[n] = { n: n, ev: null, root: [], subs: [], execs: [], children: [], fin: null,
+        refused: [],
         direct: tot(), firstT: null, inflight: [] };
       r.iterList.push(it);
     }
@@ -101,6 +102,7 @@
         e._cites.forEach(function (c) { c._exec = e; });
         break;
       case "citation": r.cites.push(e); r.pendingCites.push(e); break;
+      case "answer_refused": it.refused.push(e); break;
       case "subrlm_start":
         var c = { start: e, end: null, id: e.child_run_id };
         it.children.push(c); childStart[e.child_run_id] = c;
@@ -360,6 +362,11 @@
           build: function (b) { b.appendChild(pre(s.prompt || "")); } }));
       });
     }
+    it.refused.forEach(function (x) {
+      body.appendChild(label("FINAL refused: it does not match the schema"));
+      body.appendChild(pre(x.answer || "", "err"));
+      body.appendChild(pre((x.errors || []).join("\n"), "err"));
+    });
     if (it.fin) {
       body.appendChild(label("FINAL (" + it.fin.source + ")"));
       body.appendChild(pre(it.fin.answer, ""));

@@ -39,3 +39,17 @@ def test_citations_sit_beside_the_answer_with_their_code(page: Any, tmp_path: Pa
     page.locator("#tree .node.iter > .head").nth(1).click()
     assert "Cited" in page.locator("#tree .node.iter").nth(1).inner_text()
     assert page.errors == []
+
+
+@pytest.mark.browser
+def test_a_refused_typed_answer_shows_with_its_errors(page: Any, tmp_path: Path) -> None:
+    trace = tmp_path / "typed.jsonl"
+    root = ScriptedLM(["FINAL(Lisbon)", 'FINAL({"city": "Lisbon"})'])
+    schema = {"type": "object", "required": ["city"]}
+    fathom.RLM(root, sandbox="inprocess", trace=trace).run("Where?", TEXT, schema=schema)
+    page.goto(write(trace).resolve().as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=10_000)
+    page.locator("#tree .node.iter > .head").first.click()
+    first = page.locator("#tree .node.iter").first.inner_text()
+    assert "FINAL refused" in first and "is not of type 'object'" in first
+    assert page.errors == []
