@@ -614,5 +614,9 @@ from fathom.server.cli import mcp, serve  # noqa: E402  (their heavy imports are
 main.add_command(serve)
 main.add_command(mcp)
 
+from fathom.bench.cli import bench  # noqa: E402  (its heavy imports are lazy)
+
+main.add_command(bench)
+
 if __name__ == "__main__":
     main()

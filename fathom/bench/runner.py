@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import itertools
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,9 @@ from fathom.lm.base import Usage
 TIMING_FIELDS = ("seconds", "generate_seconds")
 # A row is not started with less than this many dollars of its own: it could not finish.
 MIN_ROW_USD = 1e-6
+# Generators are CPU-bound (threads would not speed them up) and build shared caches on
+# first use (ast.parse of the stdlib is not thread-safe on 3.11): one at a time per process.
+_GENERATING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ def run_row(spec: RowSpec, trace: Path) -> dict[str, Any]:
     """
     family = get_family(spec.family)
     started = time.monotonic()
-    task = family.generate(spec.size, spec.seed)
+    with _GENERATING:
+        task = family.generate(spec.size, spec.seed)
     generated = time.monotonic() - started
     root, sub = spec.models.build(spec.family, spec.seed)
     trace.parent.mkdir(parents=True, exist_ok=True)

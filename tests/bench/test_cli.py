@@ -1,0 +1,87 @@
+"""`fathom bench list | run | report` through the real command group."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fathom.bench.results import RESULTS, read_rows
+from fathom.bench.tasks import families, register
+from fathom.cli import main
+from fathom.lm import ScriptedLM, register_provider
+from tests.bench.fakes import Secret, respond
+
+
+@pytest.fixture(autouse=True)
+def fakes() -> Iterator[None]:
+    register(Secret())
+    register_provider("benchfake", lambda name: ScriptedLM(respond, name=f"benchfake:{name}"))
+    yield
+
+
+def bench(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["bench", *args])
+    crash = result.exc_info if result.exception and not isinstance(result.exception, SystemExit) \
+        else None
+    if crash is not None:  # show the traceback in the assertion that fails on it
+        return result.exit_code, result.stdout, "".join(traceback.format_exception(*crash))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_list_names_every_family_and_method() -> None:
+    code, out, _ = bench("list")
+    assert code == 0
+    for family in families():
+        assert f"{family.name} " in out and family.description in out
+    for method in ("direct", "bm25", "summarize", "repl", "rlm", "rlm2", "oracle", "random"):
+        assert method in out
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [(["--tasks", "nope"], "niah, vartrack"), (["--methods", "magic"], "direct, bm25"),
+     (["--sizes", "huge"], "32k"), (["--executor", "dask"], "local"),
+     (["--ray-address", "ray://x:1"], "--executor ray"),
+     (["--max-usd", "1", "--model", "openai:unheard-of"], "--price openai:unheard-of=IN,OUT")],
+)
+def test_bad_arguments_exit_2_naming_the_valid_values(tmp_path: Path, args: list[str],
+                                                     named: str) -> None:
+    base = {"--tasks": "secret", "--model": "benchfake:m", "-o": str(tmp_path)}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    code, _, err = bench("run", *[part for pair in base.items() for part in pair])
+    assert code == 2 and named in err, err
+
+
+def test_run_resume_and_report(tmp_path: Path) -> None:
+    args = ["run", "--tasks", "secret", "--sizes", "2k,4k", "--seeds", "2", "--methods",
+            "direct,repl", "--model", "benchfake:m", "--sandbox", "inprocess", "-o", str(tmp_path)]
+    code, _, err = bench(*args)
+    assert code == 0, err
+    assert "secret 2k seed 0 direct: score 1.00" in err and "8 rows run" in err
+    rows = read_rows(tmp_path / RESULTS)
+    assert len(rows) == 8 and {r["score"] for r in rows} == {1.0}
+    code, _, err = bench(*args)
+    assert code == 0 and "8 of 8 rows already done" in err and "0 rows run" in err
+    code, out, err = bench("report", str(tmp_path), "--json")
+    assert code == 0, err
+    cells = json.loads(out)
+    assert len(cells) == 4 and all(c["score"] == 1.0 for c in cells)
+    assert (tmp_path / "report.md").exists() and (tmp_path / "score_vs_size.png").exists()
+
+
+def test_oracle_scores_1_through_the_runner(tmp_path: Path) -> None:
+    pytest.importorskip("fathom.bench.policies")
+    code, _, err = bench("run", "--tasks", ",".join(f.name for f in families()
+                                                   if f.name != "secret"),
+                         "--sizes", "8k,32k", "--methods", "rlm", "--model", "oracle",
+                         "--sandbox", "inprocess", "--concurrency", "2", "-o", str(tmp_path))
+    assert code == 0, err
+    rows = read_rows(tmp_path / RESULTS)
+    assert len(rows) == 2 * 6
+    assert all(row["score"] == 1.0 for row in rows), [r for r in rows if r["score"] != 1.0]
