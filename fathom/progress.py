@@ -20,9 +20,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from fathom.answers import Citation
 from fathom.protocol import code_blocks
 from fathom.terminal import is_terminal, safe_text
 from fathom.trace import (
+    AnswerRefused,
+    CitationEvent,
     ConcurrencyEvent,
     Event,
     ExecEvent,
@@ -321,6 +324,12 @@ class Progress:
             return None
         if isinstance(e, FinalEvent):
             return f"{pad}final answer ({e.source})" if e.depth == 0 else None
+        if isinstance(e, AnswerRefused):
+            first = _short(e.errors[0], 80) if e.errors else ""
+            return f"{pad}answer refused by the schema ({len(e.errors)} error(s)): {first}"
+        if isinstance(e, CitationEvent):
+            where = Citation(e.source, e.start, e.end, e.line_start, e.line_end, e.text).location()
+            return f"{pad}cited {where}: {_short(e.text, 60)}"
         if isinstance(e, RunEnd):
             if e.depth == 0:
                 s.finished = True

@@ -35,6 +35,9 @@ def test_schema_answers_are_printed_as_json_with_the_citations_under_them(
     assert json.loads(out.stdout) == {"city": "Lisbon"}
     assert "'city' is a required property" in refused
     assert 'notes.txt:2  "Marta moved to Lisbon in June."' in out.stderr
+    # The progress lines say so as it happens.
+    assert "answer refused by the schema (1 error(s)): (the answer): 'city'" in out.stderr
+    assert "cited context:2: Marta moved to Lisbon in June." in out.stderr
 
 
 def test_json_output_carries_the_typed_answer_and_the_citations(
