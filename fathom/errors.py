@@ -12,8 +12,9 @@
     ├── SandboxError         the sandbox could not start or talk to its worker
     │   └── IsolationError        strict isolation asked for a layer this host lacks
     ├── BudgetExceeded       raised inside the engine when a limit stops a new call
-    ├── CallRefused          a REPL call over a sandbox limit (batch size, message size);
-    │                        also a ValueError, raised in the REPL code, which can split it
+    ├── CallRefused          a REPL call over a sandbox limit (batch size, message size) or
+    │                        a cite() span not in the context; also a ValueError, raised in
+    │                        the REPL code, which can split or fix the call
     ├── TraceError           a trace file is malformed
     └── SessionError         a saved session cannot be used
         └── ContextChanged        the context differs from the one the session was saved with
@@ -72,8 +73,9 @@ class BudgetExceeded(FathomError):
 
 
 class CallRefused(FathomError, ValueError):
-    """A REPL call over one of the sandbox's limits (too many prompts, too large a message);
-    raised in the REPL code, which can split the call and go on."""
+    """A REPL call over one of the sandbox's limits (too many prompts, too large a message), or
+    a cite() of a span not in the context; raised in the REPL code, which can split or fix the
+    call and go on."""
 
 
 class TraceError(FathomError):
