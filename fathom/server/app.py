@@ -93,7 +93,6 @@ class _API:
         paths = (resolve_paths(chat.context_paths, self.config.allow_dirs)
                  if chat.context_paths else None)
         budget = run_budget(self.config.budget, chat)
-        self.runs.admit()
         reply_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         request.scope.setdefault("state", {})["reply_id"] = reply_id
         if chat.stream:

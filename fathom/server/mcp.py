@@ -86,7 +86,6 @@ async def _ask(runs: Runs, question: str, paths: list[str] | None, text: str | N
         raise ToolError("Pass exactly one of `paths` (files under an allowed directory) and "
                         "`text`.")
     found = resolve_paths(paths, runs.config.allow_dirs) if paths is not None else None
-    runs.admit()
     lines: asyncio.Queue[str] = asyncio.Queue()
     task = runs.start(question, text, found, runs.config.budget, lines.put_nowait)
     forward = asyncio.create_task(_report(lines, ctx))

@@ -38,7 +38,7 @@ class Runs:
         self._tasks: set[asyncio.Task[fathom.Result]] = set()
         self._recent: list[float] = []  # latest run durations, for Retry-After
 
-    def admit(self) -> None:
+    def _admit(self) -> None:
         """Take a place (running or queued) for one run, or refuse with 429 when all are taken.
 
         Synchronous, so no other request can pass between the check and the count.
@@ -60,10 +60,11 @@ class Runs:
 
     def start(self, query: str, context: Any, paths: Sequence[Path] | None, budget: Budget,
               progress: Progress | None = None) -> asyncio.Task[fathom.Result]:
-        """Start one admitted run as a task (it waits for a free slot first).
+        """Start one run as a task, which waits for a free slot first; 429 when none is left.
 
         `paths` (checked by `resolve_paths`) are read as the context when given.
         """
+        self._admit()
         task = asyncio.create_task(self._run(query, context, paths, budget, progress))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
