@@ -272,6 +272,7 @@ class Engine:
     async def _last_chance(self, query: str, messages: list[Message], sandbox: Sandbox) -> str:
         """Out of iterations: ask once for the best answer (a FINAL_VAR still resolves)."""
         messages.append({"role": "user", "content": prompts.LAST_CHANCE.format(query=query)})
+        refused = self._candidate
         try:
             reply = await self._ask(messages, last=True)
             final, _ = await self._execute_reply(reply, sandbox)
@@ -280,7 +281,8 @@ class Engine:
         if final is not None:
             self._source = "forced"  # a FINAL, but one the model was made to give
             return final[0]
-        if protocol.find_final(reply) is not None:  # a FINAL_VAR that did not resolve
+        # A FINAL_VAR that did not resolve, or a FINAL the schema refused: no forced answer.
+        if protocol.find_final(reply) is not None or self._candidate is not refused:
             return self._best_answer()
         answer = protocol.strip_code(reply).strip()
         if not answer:

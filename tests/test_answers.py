@@ -118,6 +118,17 @@ def test_a_json_schema_answer_given_as_text_comes_back_as_a_dict() -> None:
     assert "'year' is a required property" in user_turns(root.calls[1])[-1]
 
 
+def test_a_refused_final_in_the_last_chance_turn_stays_the_candidate() -> None:
+    root = ScriptedLM([
+        repl("FINAL({'person': 'Marta'})"),
+        "Here it is.\n" + repl("FINAL({'person': 'Marta', 'year': 'soon'})"),
+    ])
+    result = fathom.RLM(root, sandbox="inprocess", max_iterations=1).run(
+        "When?", CONTEXT, schema=MOVE_SCHEMA)
+    assert result.stop_reason == "invalid_answer"
+    assert json.loads(result.answer) == {"person": "Marta", "year": "soon"}
+
+
 @pytest.mark.slow
 def test_invalid_answer_when_no_answer_ever_matches_keeps_the_last_candidate() -> None:
     root = ScriptedLM([
