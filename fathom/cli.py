@@ -574,6 +574,9 @@ def chat(paths: tuple[str, ...], save_path: Path | None, resume: Path | None,
          **options: Any) -> None:
     from fathom.chat import Chat, enable_line_editing, leave_on_signals
 
+    if "-" in paths:
+        _fail("fathom chat reads its questions from standard input: pass the input as files, "
+              "not '-'", EXIT_USAGE)
     leave_on_signals()
     _set_prices(options["prices"], options["max_usd"], options["model"], options["sub_model"])
     context = _read_context(paths, options["encoding"], options["encoding_errors"],

@@ -7,6 +7,7 @@ the question in its first user turn, so the script does not depend on call order
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,20 @@ def test_save_then_resume(tmp_path: Path) -> None:
         changed.close()
         assert changed.exitstatus == 2
 
+
+
+def test_questions_from_a_pipe_and_no_stdin_input(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("Marta moved to Lisbon in 2019.\n")
+    replies = {"First?": [repl("first = context.split()[0]\nFINAL(first)")],
+               "Again?": [repl("FINAL(first + '!')")]}
+    with ScriptedOpenAIServer(by_question(replies)) as server:
+        done = subprocess.run([*command(), "chat", "notes.txt", "--model", "openai:x", "--quiet"],
+                              input="First?\n\nAgain?\n", capture_output=True, text=True,
+                              cwd=tmp_path, env=cli_env(server.base_url), timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.replace(PROMPT, "").split() == ["Marta", "Marta!"]
+        assert done.stderr == ""
+        refused = subprocess.run([*command(), "chat", "-", "--model", "openai:x"], input="x\n",
+                                 capture_output=True, text=True, cwd=tmp_path,
+                                 env=cli_env(server.base_url), timeout=60)
+    assert refused.returncode == 2 and "not '-'" in refused.stderr
