@@ -15,12 +15,17 @@ from fathom.trace import Event, ExecEvent, IterationEvent, LMCall, SubRLMEnd, Su
 FINISH_REASONS = {"final": "stop", "max_iterations": "length", "budget": "length"}
 
 
+# Seconds between two lines counting sub-calls while a block makes many.
+SUB_CALL_EVERY = 1.0
+
+
 @dataclass
 class ProgressText:
     """Turns a run's events into short progress lines: iterations, code run, sub-call counts."""
 
     sub_calls: int = 0
     sub_failed: int = 0
+    _counted_at: float = 0.0
 
     def line(self, event: Event) -> str | None:
         """The line `event` adds to the progress, or None for events not shown."""
@@ -31,22 +36,29 @@ class ProgressText:
             if event.role == "sub":
                 self.sub_calls += 1
                 self.sub_failed += bool(event.error)
-                return None
+                now = time.monotonic()
+                if now - self._counted_at < SUB_CALL_EVERY:
+                    return None
+                self._counted_at = now
+                return f"{indent}sub-calls: {self._sub_text()}\n"
             code = code_blocks(event.response) if not event.error else []
             if code:
                 shown = "\n".join(shorten_code(block) for block in code)
                 return f"{indent}running:\n```python\n{shown}\n```\n"
             return None
         if isinstance(event, ExecEvent):
-            failed = f", {self.sub_failed} failed" if self.sub_failed else ""
             error = f" error: {event.error.splitlines()[-1]}" if event.error else ""
-            return (f"{indent}ran in {event.seconds:.1f}s{error}; sub-calls so far: "
-                    f"{self.sub_calls}{failed}\n")
+            return f"{indent}ran in {event.seconds:.1f}s{error}; sub-calls so far: " \
+                   f"{self._sub_text()}\n"
         if isinstance(event, SubRLMStart):
             return f"{indent}child RLM started\n"
         if isinstance(event, SubRLMEnd):
             return f"{indent}child RLM ended ({event.stop_reason})\n"
         return None
+
+    def _sub_text(self) -> str:
+        failed = f", {self.sub_failed} failed" if self.sub_failed else ""
+        return f"{self.sub_calls} done{failed}"
 
 
 def usage_of(result: Result) -> dict[str, int]:

@@ -51,7 +51,7 @@ def test_a_stream_shows_progress_as_reasoning_then_the_answer() -> None:
                         for c in chunks)
     content = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert "iteration 1" in reasoning and "running:" in reasoning and "re.search" in reasoning
-    assert "sub-calls so far: 0" in reasoning
+    assert "sub-calls so far: 0 done" in reasoning
     assert content == "4217"
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert (chunks[-1].model_extra or {})["fathom"]["stop_reason"] == "final"
@@ -248,3 +248,24 @@ def test_max_tokens_lowers_the_token_budget_and_the_stop_is_length() -> None:
     assert reply.choices[0].finish_reason == "length"
     fathom_info = (reply.model_extra or {})["fathom"]
     assert fathom_info["stop_reason"] == "budget" and fathom_info["budget_limit"] == "tokens"
+
+
+def test_a_stream_counts_sub_calls() -> None:
+    from fathom.lm import ScriptedLM
+
+    batch = "```repl\nanswer = str(len(llm_query_batched(['a', 'b', 'c'])))\n```"
+
+    def respond(messages: list[dict[str, str]]) -> str:
+        if len(messages) == 1:  # a sub-call: the prompt alone
+            return "sub answer"
+        return "FINAL_VAR(answer)" if any(m["role"] == "assistant" for m in messages) else batch
+
+    with serving(ServerConfig(model=ScriptedLM(respond))) as base:
+        chunks = list(client(base).chat.completions.create(
+            model="fathom", messages=[{"role": "user", "content": "How many?"}],
+            extra_body={"context": SECRET}, stream=True))
+    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+                        for c in chunks)
+    assert "sub-calls: 1 done" in reasoning  # the first, at once; then once a second
+    assert "sub-calls so far: 3 done" in reasoning
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "3"
