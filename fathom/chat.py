@@ -54,6 +54,7 @@ class Chat:
                 line = self.read(PROMPT)
             except EOFError:
                 self.out.write("\n")
+                self._tell(self.totals())
                 return
             except KeyboardInterrupt:  # at the prompt, as in Python's REPL: a fresh line
                 self.out.write("\n")
@@ -85,6 +86,12 @@ class Chat:
         if self.save_path is not None:
             self.save()
         return result
+
+    def totals(self) -> str:
+        """The session's questions and what they cost, summed."""
+        usage = self.session.total_usage
+        return (f"{len(self.session.results)} question(s) answered in this chat: "
+                f"{usage.calls} model calls, {usage.total_tokens:,} tokens, ${usage.usd:.4f}")
 
     def save(self) -> None:
         """Write the session to the save file, saying what could not be saved."""

@@ -147,6 +147,13 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> Session:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.close)
+
     # --- questions ------------------------------------------------------------------------
     def ask(self, query: str, *, trace: str | Path | None = None, **options: Any) -> Result:
         """Answer `query` in this session's REPL; `options` as for `RLM.run` (e.g. schema=).

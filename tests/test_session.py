@@ -5,6 +5,7 @@ Through the subprocess sandbox (the default), with ScriptedLM playing the root m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from pathlib import Path
@@ -177,3 +178,13 @@ def test_typed_answers_and_citations_are_per_question() -> None:
     assert typed.answer == City(name="Lisbon") and [c.text for c in typed.citations] == ["Lisbon"]
     assert plain.answer == "Lisbon again" and plain.citations == ()
     assert s.history[0]["answer"] == {"name": "Lisbon"}  # the typed answer, as JSON-like data
+
+
+def test_async_with_and_aask() -> None:
+    rlm = fathom.RLM(ScriptedLM([repl("n = 41\nFINAL(n)"), repl("FINAL(n + 1)")]))
+
+    async def chat() -> list[str]:
+        async with rlm.session("text") as s:
+            return [(await s.aask("q1")).answer, (await s.aask("q2")).answer]
+
+    assert asyncio.run(chat()) == ["41", "42"]
