@@ -106,6 +106,7 @@ class Session:
         self._router: ModelRouter | None = None
         self._asking = threading.Lock()
         self._asked = 0  # questions asked, answered or not: they number the traces
+        self._closed = False
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> Session:
@@ -117,6 +118,9 @@ class Session:
     async def _start(self) -> None:
         if self._sandbox is not None:
             return
+        if self._closed:
+            raise SessionError("This session was closed (its REPL state is gone): open a new "
+                               "one with rlm.session(context), or Session.load a saved one.")
         router = self.rlm._router()
         self.rlm._check_prices(router)
         # The functions a run of this RLM offers, docs filled in for its models.
@@ -135,6 +139,7 @@ class Session:
 
     def close(self) -> None:
         """Stop the sandbox (the REPL state goes with it; `save` first to keep it)."""
+        self._closed = True
         sandbox, self._sandbox = self._sandbox, None
         if sandbox is not None:
             sandbox.close()

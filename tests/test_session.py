@@ -161,6 +161,8 @@ def test_a_session_is_used_only_while_open() -> None:
     session.close()
     with pytest.raises(fathom.SessionError, match="not started"):
         session.save("never")
+    with pytest.raises(fathom.SessionError, match="was closed"):
+        session.ask("q")
     with pytest.raises(fathom.ConfigError, match="non-empty"):
         rlm.session("text").ask("  ")
 
