@@ -297,33 +297,55 @@ class Engine:
 
     def _compact(self, messages: list[Message]) -> bool:
         """Elide old turns once the history passes `compact_at` of the root model's window
-        (less the reply's share), so every prompt fits."""
+        (less the reply's share), so every prompt fits.
+
+        What stays is never rewritten, so the providers' prefix caches keep hitting: the
+        elided turns become a note after the notes of earlier compactions (all of them are
+        folded into one only when they pass a quarter of the room), and enough turns go at
+        once, down to half the limit, that the next compaction is many turns away.
+        """
         limit = self.tree.config.compact_at * prompt_room(self.tree.router.root)
         size = sum(len(m["content"]) for m in messages)
+        if size <= limit:
+            return False
         # The last turns are kept verbatim, unless they alone take half the room.
         keep = KEEP_RECENT_TURNS
         if sum(len(m["content"]) for m in messages[-keep:]) > limit / 2:
             keep = 2
-        # messages: system, first user turn, then assistant/user pairs; `old` starts with an
-        # assistant turn and ends with a user turn, so the replacement keeps roles alternating.
-        old = messages[2 : len(messages) - keep]
-        if size <= limit or len(old) < 2:
+        # messages: system, first user turn, the notes of earlier compactions, then
+        # assistant/user pairs; whole pairs go, so roles keep alternating.
+        start = 2
+        while start < len(messages) and id(messages[start]) in self._placeholders:
+            start += 1
+        fold = sum(len(m["content"]) for m in messages[2:start]) > limit / 4
+        if fold:
+            start = 2
+        stop, end = start, len(messages) - keep
+        while stop + 2 <= end and (size > limit / 2 or stop == start):
+            size -= len(messages[stop]["content"]) + len(messages[stop + 1]["content"])
+            stop += 2
+        if stop == start:
             return False
-        fresh = [m for m in old if id(m) not in self._placeholders]
-        for message in fresh:
-            if message["role"] == "assistant":
-                for code in protocol.code_blocks(message["content"]):
-                    self._digest.append(protocol.truncate(code.strip(), 300))
-        self._elided += len(fresh)
-        # Older digests go first when the note itself grows too long.
-        digest = "\n---\n".join(self._digest)[-int(limit // 4) :] or "(none)"
-        note = prompts.COMPACTED.format(turns=self._elided, digest=digest)
+        digests = [
+            protocol.truncate(code.strip(), 300)
+            for message in messages[start:stop]
+            if message["role"] == "assistant" and id(message) not in self._placeholders
+            for code in protocol.code_blocks(message["content"])
+        ]
+        fresh = sum(1 for m in messages[start:stop] if id(m) not in self._placeholders)
+        self._digest.extend(digests)
+        self._elided += fresh
+        # Older digests go first when a note grows too long.
+        shown, turns = (self._digest, self._elided) if fold or start == 2 else (digests, fresh)
+        digest = "\n---\n".join(shown)[-int(limit // 4) :] or "(none)"
         placeholder: list[Message] = [
             {"role": "assistant", "content": "(earlier turns elided)"},
-            {"role": "user", "content": note},
+            {"role": "user", "content": prompts.COMPACTED.format(turns=turns, digest=digest)},
         ]
-        self._placeholders = {id(m) for m in placeholder}
-        messages[2 : len(messages) - keep] = placeholder
+        if fold:
+            self._placeholders = set()
+        self._placeholders |= {id(m) for m in placeholder}
+        messages[start:stop] = placeholder
         return True
 
 

@@ -5,8 +5,9 @@ finds a link's capacity. A `Limiter` starts at `START` calls in flight and grows
 while calls succeed and their latency holds: slow start (one more slot per success,
 doubling every round trip) until the first sign of trouble, then additive increase
 (about one slot per round trip). A 429, a 503, an "overloaded" reply or a timeout
-cuts the limit to `BACKOFF` of the concurrency the rejected request was sent at; a
-cut happens once per round of requests, not once per rejected request. The limit
+cuts the limit to `BACKOFF` of the concurrency the rejected request was sent at (to
+`STEEP_BACKOFF` when the last cut has seen no success since), but never below half of
+it; a cut happens once per round of requests, not once per rejected request. The limit
 never leaves [1, cap]. A fixed limit (`RLM(max_concurrency=N)`) is the same object
 with adaptation off.
 
@@ -29,6 +30,9 @@ from typing import Any
 
 START = 32  # calls in flight before anything is known of the endpoint
 BACKOFF = 0.9  # share of the rejected request's concurrency kept after a cut
+# ...and after a cut that was not enough (rejected again before any success): the limit
+# fell a long way (a provider tightening its limit), so it is looked for fast.
+STEEP_BACKOFF = 0.5
 LATENCY_TOLERANCE = 2.0  # recent latency this many times the long-run latency stops growth
 _FAST, _SLOW = 0.2, 0.02  # weights of the recent and long-run latency averages
 
@@ -85,6 +89,7 @@ class Limiter:
         self._in_flight = 0
         self._numbers = itertools.count(1)
         self._cut_after = 0  # requests sent before the last cut do not cut again
+        self._eased = True  # a call succeeded since the last cut
         self._fast: float | None = None
         self._slow: float | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -95,7 +100,7 @@ class Limiter:
     @property
     def limit(self) -> int:
         """Calls that may be in flight now."""
-        return int(self._limit)
+        return int(self._limit + 1e-6)  # a round trip of 1/n steps makes a whole one
 
     @property
     def in_flight(self) -> int:
@@ -143,6 +148,7 @@ class Limiter:
             return
         ticket.reported = True
         self.last_success = time.monotonic()
+        self._eased = True
         if not self.adaptive:
             return
         self._fast = seconds if self._fast is None else self._fast + _FAST * (seconds - self._fast)
@@ -150,9 +156,10 @@ class Limiter:
         if self._fast > LATENCY_TOLERANCE * self._slow:
             self._slow_start = False  # queueing somewhere: stop doubling, and do not grow
             return
-        if ticket.in_flight * 2 < self.limit:
-            return  # the limit was not what held this call back: no evidence for more
-        step = 1.0 if self._slow_start else 1.0 / self._limit
+        demand = max(ticket.in_flight, self._in_flight + len(self._waiters))
+        if demand * 2 < self.limit:
+            return  # the limit is not what holds calls back: no evidence for more
+        step = 1.0 if self._slow_start else 1.0 / self.limit
         self._set(min(float(self.cap), self._limit + step), LimitReason.GROW)
 
     def overloaded(self, ticket: Ticket, reason: LimitReason = LimitReason.THROTTLED) -> None:
@@ -166,7 +173,12 @@ class Limiter:
         self._slow_start = False
         self._cut_after = next(self._numbers)
         sent_at = min(self._limit, float(ticket.in_flight))
-        self._set(max(1.0, float(int(sent_at * BACKOFF))), reason)
+        backoff = BACKOFF if self._eased else STEEP_BACKOFF
+        self._eased = False
+        # One cut at most halves the limit: a request can be rejected at a low count when
+        # others sent after it reached the server first.
+        cut = max(sent_at * backoff, self._limit * STEEP_BACKOFF)
+        self._set(max(1.0, float(int(cut))), reason)
 
     def _set(self, limit: float, reason: LimitReason) -> None:
         previous = self.limit
