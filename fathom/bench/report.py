@@ -100,28 +100,34 @@ def to_json(aggregates: list[Aggregate]) -> list[dict[str, Any]]:
 def _money(usd: float | None) -> str:
     if usd is None:
         return "n/a"
+    if usd == 0:
+        return "$0"
     return f"${usd:.4f}" if usd < 0.01 else f"${usd:.2f}"
 
 
 def render(aggregates: list[Aggregate]) -> str:
     """The report as Markdown."""
     models = sorted({a.model for a in aggregates})
+    sizes = sorted({a.size for a in aggregates})
     lines = [
         "# fathom bench report", "",
         f"{sum(a.rows for a in aggregates)} rows; model{'s' if len(models) > 1 else ''}: "
-        + ", ".join(f"`{m}`" for m in models) + ". Score is the mean over seeds, in percent; "
-        "cost is the mean per row.", "",
-        "| model | family | method | size | rows | score | mean cost | mean seconds | errors "
-        "| paper's figure (paper's data) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        + ", ".join(f"`{m}`" for m in models) + ". Each cell: mean score in percent, mean cost "
+        "per row, and how many rows (seeds) it averages; rows that ended in an error or at the "
+        "budget are counted as such.", "",
+        "| model | family | method | " + " | ".join(size_label(s) for s in sizes)
+        + " | paper's figure (paper's data) |",
+        "|---|---|---|" + "---|" * len(sizes) + "---|",
     ]
+    groups: dict[tuple[str, str, str], dict[int, Aggregate]] = defaultdict(dict)
     for a in aggregates:
-        paper = (f"{a.paper_score:g} {_money(a.paper_usd)} ({a.paper_cell})"
-                 if a.paper_score is not None else "")
-        lines.append(
-            f"| `{a.model}` | {a.family} | {a.method} | {size_label(a.size)} | {a.rows} "
-            f"| {100 * a.score:.1f} | {_money(a.usd)} | {a.seconds:.1f} | {a.errors} | {paper} |"
-        )
+        groups[(a.model, a.family, a.method)][a.size] = a
+    for (model, family, method), by_size in groups.items():
+        cells = [_cell(by_size[s]) if s in by_size else "" for s in sizes]
+        first = next(iter(by_size.values()))
+        paper = (f"{first.paper_score:g} {_money(first.paper_usd)} ({first.paper_cell})"
+                 if first.paper_score is not None else "")
+        lines.append(f"| `{model}` | {family} | {method} | " + " | ".join(cells) + f" | {paper} |")
     lines += [
         "", "The last column holds the paper's figures, not fathom's: "
         f"{reference.citation()}. They were measured on the paper's benchmarks, which fathom's "
@@ -135,6 +141,11 @@ def render(aggregates: list[Aggregate]) -> str:
     ]
     lines += _paper_table()
     return "\n".join(lines) + "\n"
+
+
+def _cell(a: Aggregate) -> str:
+    errors = f", {a.errors} stopped" if a.errors else ""
+    return f"{100 * a.score:.1f} {_money(a.usd)} (n={a.rows}{errors})"
 
 
 def _paper_table() -> list[str]:
@@ -168,9 +179,15 @@ def plot_scores(aggregates: list[Aggregate], path: Path) -> None:
     """One panel per family: mean score against input size, a line per method (and model)."""
     plt = _pyplot()
     families = sorted({a.family for a in aggregates})
-    fig, axes = plt.subplots(1, len(families), figsize=(4.5 * len(families), 3.6), squeeze=False)
+    columns = min(3, len(families))
+    rows = -(-len(families) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.4 * rows), squeeze=False)
     multi_model = len({a.model for a in aggregates}) > 1
-    for ax, family in zip(axes[0], families, strict=True):
+    sizes = sorted({a.size for a in aggregates})
+    panels = [ax for row in axes for ax in row]
+    for ax in panels[len(families):]:
+        ax.set_visible(False)
+    for ax, family in zip(panels, families, strict=False):
         lines: dict[str, list[Aggregate]] = defaultdict(list)
         for a in aggregates:
             if a.family == family:
@@ -180,12 +197,14 @@ def plot_scores(aggregates: list[Aggregate], path: Path) -> None:
             ax.plot([a.size for a in points], [100 * a.score for a in points], marker="o",
                     label=label)
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [size_label(s) for s in sizes])
+        ax.minorticks_off()
         ax.set_title(family)
         ax.set_xlabel("input size (tokens)")
+        ax.set_ylabel("score (%)")
         ax.set_ylim(-5, 105)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("score (%)")
-    axes[0][-1].legend(fontsize="small")
+    panels[0].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -196,7 +215,7 @@ def plot_costs(aggregates: list[Aggregate], path: Path) -> None:
     plt = _pyplot()
     methods = list(dict.fromkeys(a.method for a in aggregates))
     families = sorted({a.family for a in aggregates})
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(methods) * max(1, len(families)) / 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(methods) * len(families)), 3.6))
     width = 0.8 / len(families)
     for i, family in enumerate(families):
         costs = []

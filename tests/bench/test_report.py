@@ -38,8 +38,10 @@ def test_report_has_means_the_papers_figures_and_plots(results: Path) -> None:
     assert cells[("oolong", "rlm", 32_000)].paper_score == 56.0
     assert cells[("niah", "direct", 32_000)].paper_score is None  # the paper has no niah
     text = path.read_text()
-    assert "| `m` | oolong | rlm | 32k | 2 | 75.0 | $0.02 |" in text
-    assert "56 $0.43 (OOLONG / RLM, depth 1)" in text
+    assert "| model | family | method | 32k | 1m | paper's figure (paper's data) |" in text
+    assert ("| `m` | oolong | rlm | 75.0 $0.02 (n=2) | 75.0 $0.02 (n=2) "
+            "| 56 $0.43 (OOLONG / RLM, depth 1) |") in text
+    assert "| `m` | niah | direct | 50.0 $0.01 (n=2) | 0.0 $0.01 (n=2) |  |" in text
     assert "arXiv 2512.24601 v3, Table 1" in text and "paper's data" in text
     assert "| RLM, depth 2 | 66 $0.15 | 92 $0.55 | 56.5 $1.10 | 65.5 $0.33 |" in text
     for plot in (report.SCORE_PLOT, report.COST_PLOT):
