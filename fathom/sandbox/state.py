@@ -20,6 +20,10 @@ from typing import Any
 
 from fathom.sandbox.repl import REPL_MODULE, Repl
 
+# What one save may move out of a worker: past it the worker (or code in it) is refused, so
+# it cannot fill the parent's memory.
+MAX_SAVE_BYTES = 2 * 2**30
+
 
 class Kind:
     """How a saved variable is rebuilt, in the order `put` rebuilds them."""
@@ -99,17 +103,23 @@ def to_messages(variables: Variables, msg_id: object, chunk: int) -> Iterator[di
 class Assembler:
     """Rebuilds `Variables` from `var` messages (validated: they may come from a hostile side)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_SAVE_BYTES) -> None:
         self.variables = Variables()
         self._parts: dict[str, tuple[str, list[bytes]]] = {}
+        self._left = limit
 
     def add(self, message: dict[str, Any]) -> None:
-        """Take one `var` message; ValueError when it is malformed."""
+        """Take one `var` message; ValueError when it is malformed or over the limit."""
         name, kind, data = message.get("name"), message.get("kind"), message.get("data")
         if not isinstance(name, str) or kind not in Kind.ORDER or not isinstance(data, str):
             raise ValueError("a malformed var message")
+        piece = base64.b64decode(data, validate=True)
+        self._left -= len(piece)
+        if self._left < 0:
+            raise ValueError(f"the variables pass {MAX_SAVE_BYTES // 2**30} GB, more than a "
+                             "session saves")
         entry = self._parts.setdefault(name, (kind, []))
-        entry[1].append(base64.b64decode(data, validate=True))
+        entry[1].append(piece)
         if message.get("more") is not True:
             raw = b"".join(self._parts.pop(name)[1])
             value = raw if kind == Kind.PICKLE else raw.decode("utf-8", "surrogatepass")

@@ -69,3 +69,11 @@ def test_variables_cross_the_channel_in_chunks() -> None:
 def test_a_malformed_var_message_is_refused(message: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Assembler().add(message)
+
+
+def test_what_a_save_collects_is_bounded() -> None:
+    assembler = Assembler(limit=1500)
+    messages = list(to_messages(Variables(saved={"big": (Kind.PICKLE, b"x" * 2000)}), 1, 1000))
+    assembler.add(messages[0])
+    with pytest.raises(ValueError, match="more than a session saves"):
+        assembler.add(messages[1])
