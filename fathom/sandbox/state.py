@@ -16,6 +16,7 @@ import base64
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from fathom.sandbox.repl import REPL_MODULE, Repl
@@ -25,14 +26,15 @@ from fathom.sandbox.repl import REPL_MODULE, Repl
 MAX_SAVE_BYTES = 2 * 2**30
 
 
-class Kind:
+class Kind(StrEnum):
     """How a saved variable is rebuilt, in the order `put` rebuilds them."""
 
     MODULE = "module"  # data: the module's name, imported again
     SOURCE = "source"  # data: the def/class source, run again
     PICKLE = "pickle"  # data: cloudpickle bytes
 
-    ORDER = (MODULE, SOURCE, PICKLE)
+
+_ORDER = [kind.value for kind in Kind]
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Assembler:
     def add(self, message: dict[str, Any]) -> None:
         """Take one `var` message; ValueError when it is malformed or over the limit."""
         name, kind, data = message.get("name"), message.get("kind"), message.get("data")
-        if not isinstance(name, str) or kind not in Kind.ORDER or not isinstance(data, str):
+        if not isinstance(name, str) or kind not in _ORDER or not isinstance(data, str):
             raise ValueError("a malformed var message")
         piece = base64.b64decode(data, validate=True)
         self._left -= len(piece)
@@ -127,7 +129,7 @@ class Assembler:
 
 
 def _rank(kind: str) -> int:
-    return Kind.ORDER.index(kind) if kind in Kind.ORDER else len(Kind.ORDER)
+    return _ORDER.index(kind) if kind in _ORDER else len(_ORDER)
 
 
 def defined_here(value: Any, name: str) -> bool:
