@@ -190,3 +190,15 @@ def test_async_with_and_aask() -> None:
             return [(await s.aask("q1")).answer, (await s.aask("q2")).answer]
 
     assert asyncio.run(chat()) == ["41", "42"]
+
+
+def test_child_runs_get_sandboxes_of_their_own() -> None:
+    def respond(messages: list[Message]) -> str:
+        first = messages[1]["content"]
+        if "Query: child" in first:
+            return repl("FINAL(f\"{len(context)} {'secret' in globals()}\")")
+        return repl("secret = 1\nFINAL(rlm_query('child', context='abc'))")
+
+    with fathom.RLM(ScriptedLM(respond)).session("text") as s:
+        assert s.ask("q1").answer == "3 False"
+        assert s.variables()["secret"] == "int = 1"
