@@ -35,7 +35,7 @@
     if (s < 120) return s.toFixed(1) + " s";
     return Math.floor(s / 60) + "m" + String(Math.round(s % 60)).padStart(2, "0") + "s";
   }
-  function tot() { return { calls: 0, failed: 0, refused: 0, pt: 0, ct: 0, usd: 0 }; }
+  function tot() { return { calls: 0, failed: 0, refused: 0, pt: 0, ct: 0, usd: 0, kt: 0 }; }
   // The one counting rule, as fathom.progress.CallCounts: every lm_call is a call; of them,
   // `refused` the budget refused or cut off, `failed` ended in another error.
   function addCall(t, e) {
@@ -45,9 +45,11 @@
     t.pt += e.prompt_tokens || 0;
     t.ct += e.completion_tokens || 0;
     t.usd += e.usd || 0;
+    t.kt += e.cached_tokens || 0;  // prompt tokens the provider's prompt cache held
   }
   function addTot(a, b) {
     a.calls += b.calls; a.failed += b.failed; a.refused += b.refused; a.pt += b.pt; a.ct += b.ct; a.usd += b.usd;
+    a.kt += b.kt;
   }
   function totText(t) {
     return fmtTok(t.pt + t.ct) + " tok \u00b7 " + fmtUsd(t.usd);
@@ -59,6 +61,7 @@
   var DATA = JSON.parse(document.getElementById("fathom-trace").textContent);
   var events = DATA.events;
   var runs = {}, runOrder = [], childStart = {}, calls = [], inflight = {}, truncated = null;
+  var limits = [];  // concurrency events: each endpoint's limit as it changed
   function run(id) {
     var r = runs[id];
     if (!r) {
@@ -111,6 +114,7 @@
       case "final": r.fin = e; it.fin = e; break;
       case "run_end": r.end = e; break;
       case "trace_truncated": truncated = e; break;
+      case "concurrency": limits.push(e); break;
       // any other type (from a newer fathom) is counted, not drawn
     }
   }
@@ -506,6 +510,7 @@
       [all.failed + " / " + all.refused, "failed / refused calls", "failed-refused"],
       [String(nRuns - 1), "child RLMs (max depth " + maxDepth + ")"],
       [fmtTok(all.pt) + " / " + fmtTok(all.ct), "tokens in / out"],
+      [fmtTok(all.kt), "tokens in from the prompt cache", "cached-tokens"],
       [fmtUsd(all.usd), "cost"],
       [fmtSec(root.end ? root.end.seconds || endT : endT), "elapsed"]
     ];
@@ -556,7 +561,8 @@
         (l.role === "sub" ? ";opacity:.55" : "") + '"></i>depth ' + l.depth + " " + l.role + " calls"));
     });
     legend.appendChild(el("span", null, '<i style="background:' + css("--bad") + '"></i>failed'));
-    legend.appendChild(el("span", null, "\u2014 lines: cumulative tokens (solid) and dollars (dashed). Click a call to open it."));
+    legend.appendChild(el("span", null, "\u2014 lines: cumulative tokens (solid) and dollars (dashed)" +
+      (limits.length ? ", concurrency limit (dotted, steps)" : "") + ". Click a call to open it."));
     app.appendChild(legend);
     var gantt = el("canvas"); gantt.id = "gantt";
     var cum = el("canvas"); cum.id = "cumulative";
@@ -603,9 +609,30 @@
         });
         cx.stroke();
       });
+      drawLimits(cx, w, ch);
       cx.setLineDash([]); cx.font = "11px system-ui, sans-serif"; cx.fillStyle = css("--muted");
       cx.fillText(fmtTok(totTok) + " tok", 2, 14); cx.fillText(fmtUsd(totUsd), 2, 28);
       cx.fillText("0 s", pad, ch - 3); cx.fillText(fmtSec(span), w - 60, ch - 3);
+    }
+    // Each endpoint's concurrency limit (fathom.limiter) as a step line, scaled to the highest.
+    function drawLimits(cx, w, ch) {
+      if (!limits.length) return;
+      var top = Math.max.apply(null, limits.map(function (e) { return e.limit; })), by = {};
+      limits.forEach(function (e) { (by[e.endpoint] = by[e.endpoint] || []).push(e); });
+      cx.strokeStyle = css("--warn") || css("--muted"); cx.setLineDash([2, 3]); cx.lineWidth = 1.5;
+      Object.keys(by).forEach(function (k) {
+        var y = function (v) { return ch - 16 - (v / top) * (ch - 30); }, prev = null;
+        cx.beginPath();
+        by[k].forEach(function (e) {
+          if (prev === null) cx.moveTo(x(e.t, w), y(e.limit));
+          else { cx.lineTo(x(e.t, w), y(prev)); cx.lineTo(x(e.t, w), y(e.limit)); }
+          prev = e.limit;
+        });
+        cx.lineTo(x(span, w), y(prev));
+        cx.stroke();
+      });
+      cx.setLineDash([]); cx.fillStyle = css("--muted");
+      cx.fillText("limit " + limits[limits.length - 1].limit + " (max " + top + ")", 2, 42);
     }
     function hit(ev) {
       var rect = gantt.getBoundingClientRect(), w = gantt.clientWidth;
@@ -623,7 +650,8 @@
       if (!c) { tip.style.display = "none"; return; }
       tip.textContent = c.role + " call \u00b7 " + c.model + " \u00b7 iteration " + c.iteration + " \u00b7 depth " +
         c.depth + "\n" + fmtSec(c.seconds) + " \u00b7 " + fmtTok((c.prompt_tokens || 0) + (c.completion_tokens || 0)) +
-        " tok \u00b7 " + fmtUsd(c.usd) + (c.error ? "\n" + short(c.error, 200) : "\n" + short(c.prompt, 160));
+        " tok" + (c.cached_tokens ? " (" + fmtTok(c.cached_tokens) + " cached)" : "") +
+        " \u00b7 " + fmtUsd(c.usd) + (c.error ? "\n" + short(c.error, 200) : "\n" + short(c.prompt, 160));
       tip.style.display = "block"; tip.style.left = ev.clientX + 12 + "px"; tip.style.top = ev.clientY + 12 + "px";
     });
     gantt.addEventListener("mouseleave", function () { tip.style.display = "none"; });

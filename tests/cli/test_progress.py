@@ -159,3 +159,18 @@ def test_a_real_batch_carries_its_size_on_every_call_start() -> None:
     assert len(starts) == 3 and {(e.batch_size, e.batch_id) for e in starts} == {
         (3, starts[0].batch_id)
     }
+
+
+def test_panel_shows_the_concurrency_limit_and_plain_lines_tell_its_cuts() -> None:
+    from fathom.trace import ConcurrencyEvent
+
+    stream = io.StringIO()
+    progress = Progress("plain", stream=stream)
+    for previous, limit, reason in [(0, 32, "start"), (32, 64, "grow"), (64, 44, "throttled")]:
+        progress(ConcurrencyEvent(run_id="r", depth=0, t=0.0, endpoint="openai:h:m",
+                                  limit=limit, previous=previous, reason=reason, in_flight=49))
+    assert stream.getvalue().count("concurrency") == 1  # growth is shown, not logged
+    assert "concurrency 64 -> 44 (throttled, 49 in flight)" in stream.getvalue()
+    console = Console(file=io.StringIO(), width=100, record=True, color_system=None)
+    console.print(progress.render())
+    assert "concurrency 44" in " ".join(console.export_text().split())

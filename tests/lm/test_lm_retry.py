@@ -80,3 +80,12 @@ def test_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="fathom.lm"):
         asyncio.run(acall_with_retries(twice, lambda e: Verdict(True, 0.0), RetryPolicy()))
     assert "retry 1 of 4 in 0.0 s" in caplog.text and "ConnectionError" in caplog.text
+
+
+def test_an_empty_ratelimit_bucket_says_how_long_to_wait() -> None:
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m30s",
+               "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-reset-tokens": "250ms"}
+    assert parse_retry_after(headers) == 90.0  # only the empty bucket counts
+    assert parse_retry_after({**headers, "retry-after": "2"}) == 2.0  # Retry-After first
+    assert parse_retry_after({"x-ratelimit-remaining-tokens": "0",
+                              "x-ratelimit-reset-tokens": "250ms"}) == 0.25
