@@ -698,7 +698,8 @@
   }
 
   // ---------- search: scan every event's text, list matches, open the one clicked ----------
-  var FIELDS = ["query", "prompt", "response", "code", "stdout", "stderr", "error", "answer"];
+  var FIELDS = ["query", "prompt", "response", "code", "stdout", "stderr", "error", "answer",
+    "text"];  // text: what a citation quotes
   function revealEvent(e) {
     if (e.type === "lm_call") { reveal(e); return; }
     var target = null;

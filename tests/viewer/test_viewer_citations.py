@@ -38,6 +38,9 @@ def test_citations_sit_beside_the_answer_with_their_code(page: Any, tmp_path: Pa
     # In the tree, the block that cited lists what it cited.
     page.locator("#tree .node.iter > .head").nth(1).click()
     assert "Cited" in page.locator("#tree .node.iter").nth(1).inner_text()
+    page.fill("#search", "in June")  # a citation's text is searchable
+    page.wait_for_selector("#hits .hit")
+    assert page.locator("#hits .hit").filter(has_text="citation").count() == 1
     assert page.errors == []
 
 
