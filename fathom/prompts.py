@@ -94,7 +94,8 @@ FINAL(<the JSON text>). An answer that does not match is refused, and you are sh
 
 def answer_schema(schema: dict[str, Any]) -> str:
     """The part of the first turn that shows a typed run's schema."""
-    return ANSWER_SCHEMA.format(schema=json.dumps(schema, indent=1, ensure_ascii=False))
+    # One line: a schema of many fields costs fewer tokens, and models read it as well.
+    return ANSWER_SCHEMA.format(schema=json.dumps(schema, ensure_ascii=False))
 
 
 def first_turn(query: str, metadata: ContextMetadata) -> str:
