@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from fathom.bench.executors import LocalExecutor
 from fathom.bench.methods import Limits
 from fathom.bench.results import RESULTS, read_rows
 from fathom.bench.tasks import register
-from fathom.errors import ConfigError
+from fathom.errors import AuthenticationError, ConfigError, LMError
+from fathom.lm import LM, ScriptedLM
 from fathom.trace import read as read_trace
 from tests.bench.fakes import Scripted, Secret
 
@@ -91,3 +93,36 @@ def test_bad_arguments_name_the_valid_values(tasks: str, sizes: str, methods: st
                                              named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         runner.Plan.parse(tasks, sizes, 1, methods, Scripted())
+
+
+@dataclass(frozen=True)
+class Failing:
+    """A ModelSource whose model raises `error` on every call."""
+
+    error: Exception
+    name: str = "failing"
+    sub_name: str = "failing"
+
+    def build(self, family: str, seed: int) -> tuple[LM, LM]:
+        lm = ScriptedLM(lambda messages: (_ for _ in ()).throw(self.error), name=self.name)
+        return lm, lm
+
+
+@pytest.mark.parametrize("method", ["direct", "summarize", "rlm"])
+def test_a_failing_model_is_the_rows_outcome(tmp_path: Path, method: str) -> None:
+    failing = runner.Plan.parse("secret", "2k", 1, method, Failing(LMError("server down")),
+                                Limits(sandbox="inprocess"))
+    runner.run(failing, tmp_path, LocalExecutor())
+    (row,) = read_rows(tmp_path / RESULTS)
+    assert row["stop_reason"] == "error" and "server down" in row["error"]
+    assert row["score"] == 0.0
+
+
+@pytest.mark.parametrize("method", ["direct", "rlm"])
+def test_a_rejected_key_stops_the_run(tmp_path: Path, method: str) -> None:
+    rejected = runner.Plan.parse("secret", "2k", 2, method,
+                                 Failing(AuthenticationError("key rejected: set OPENAI_API_KEY")),
+                                 Limits(sandbox="inprocess"))
+    with pytest.raises(AuthenticationError, match="key rejected"):
+        runner.run(rejected, tmp_path, LocalExecutor())
+    assert read_rows(tmp_path / RESULTS) == []  # no row of errors to redo later

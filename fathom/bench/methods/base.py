@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +20,20 @@ from fathom.bench.tasks.base import Task
 from fathom.budget import Budget, Spend
 from fathom.calls import CallSite, Meter, Role, RunHandle
 from fathom.context import Context
+from fathom.errors import (
+    AuthenticationError,
+    BudgetExceeded,
+    ConfigError,
+    FathomError,
+    ProviderUnavailable,
+)
 from fathom.lm.base import LM, Message, Usage, prompt_room
 from fathom.result import StopReason
 from fathom.trace import Clock, FinalEvent, IterationEvent, RunEnd, RunStart, TraceWriter
+
+# Errors the user must fix (a bad setting, a missing or rejected key, a missing package):
+# they stop the whole run instead of being written as a failed row, again and again.
+FATAL: tuple[type[FathomError], ...] = (ConfigError, AuthenticationError, ProviderUnavailable)
 
 # Asked of every non-RLM method, so its answer is read the way an RLM's FINAL is.
 ANSWER_FORMAT = (
@@ -162,6 +174,20 @@ class MeteredRun:
         site = CallSite(self.handle, role, self.handle.call_id())
         completion = await self.meter.call(lm, messages, site)
         return completion.text
+
+    async def conclude(self, work: Awaitable[str], notes: dict[str, Any] | None = None
+                       ) -> Outcome:
+        """Await the method's calls (`work` gives the last reply) and end the run with its
+        answer, or at the budget, or with the error that stopped it (FATAL ones are raised)."""
+        try:
+            reply = await work
+        except BudgetExceeded:
+            return self.finish("", "budget", notes=notes)
+        except FATAL:
+            raise
+        except FathomError as exc:
+            return self.finish("", "error", str(exc), notes)
+        return self.finish(read_answer(reply), "final", notes=notes)
 
     def finish(self, answer: str, stop_reason: StopReason, error: str | None = None,
                notes: dict[str, Any] | None = None) -> Outcome:

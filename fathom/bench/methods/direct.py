@@ -10,11 +10,9 @@ from fathom.bench.methods.base import (
     MeteredRun,
     Outcome,
     context_text,
-    read_answer,
     room_for,
 )
 from fathom.bench.tasks.base import Task
-from fathom.errors import BudgetExceeded, FathomError
 from fathom.lm.base import LM
 
 PROMPT = """\
@@ -43,12 +41,5 @@ class Direct:
                  "truncated": len(kept) < len(text)}
         with MeteredRun(self.name, task, root, sub, limits, trace) as run:
             run.step()
-            try:
-                reply = await run.ask(
-                    PROMPT.format(text=kept, query=task.query, answer_format=ANSWER_FORMAT)
-                )
-            except BudgetExceeded:
-                return run.finish("", "budget", notes=notes)
-            except FathomError as exc:
-                return run.finish("", "error", str(exc), notes)
-            return run.finish(read_answer(reply), "final", notes=notes)
+            prompt = PROMPT.format(text=kept, query=task.query, answer_format=ANSWER_FORMAT)
+            return await run.conclude(run.ask(prompt), notes)

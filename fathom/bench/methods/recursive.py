@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fathom.bench.methods.base import Limits, Outcome
+from fathom.bench.methods.base import FATAL, Limits, Outcome
 from fathom.bench.tasks.base import Task
 from fathom.lm.base import LM
 from fathom.rlm import RLM
@@ -29,6 +29,8 @@ class Recursive:
             budget=limits.budget(), trace=trace,
         )
         result = await rlm.arun(task.query, task.context)
+        if result.error_type is not None and issubclass(result.error_type, FATAL):
+            raise result.error_type(result.error or result.error_type.__name__)
         return Outcome(result.answer, result.total_usage, result.seconds, result.iterations,
                        result.stop_reason, result.error,
                        {"answer_source": result.answer_source})

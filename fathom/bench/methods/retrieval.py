@@ -11,11 +11,10 @@ from fathom.bench.methods.base import (
     Outcome,
     chunk_text,
     context_text,
-    read_answer,
     room_for,
 )
 from fathom.bench.tasks.base import Task
-from fathom.errors import BudgetExceeded, FathomError, ProviderUnavailable
+from fathom.errors import ProviderUnavailable
 from fathom.lm.base import LM
 
 # ~1,000 tokens a chunk and at most 20 of them: a retrieval read costs about what the
@@ -69,12 +68,6 @@ class BM25:
         notes = {"chunks": len(chunks), "retrieved": len(chosen)}
         with MeteredRun(self.name, task, root, sub, limits, trace) as run:
             run.step()
-            try:
-                reply = await run.ask(PROMPT.format(passages="\n\n".join(chosen),
-                                                    query=task.query,
-                                                    answer_format=ANSWER_FORMAT))
-            except BudgetExceeded:
-                return run.finish("", "budget", notes=notes)
-            except FathomError as exc:
-                return run.finish("", "error", str(exc), notes)
-            return run.finish(read_answer(reply), "final", notes=notes)
+            prompt = PROMPT.format(passages="\n\n".join(chosen), query=task.query,
+                                   answer_format=ANSWER_FORMAT)
+            return await run.conclude(run.ask(prompt), notes)

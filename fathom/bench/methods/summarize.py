@@ -11,11 +11,9 @@ from fathom.bench.methods.base import (
     Outcome,
     chunk_text,
     context_text,
-    read_answer,
     room_for,
 )
 from fathom.bench.tasks.base import Task
-from fathom.errors import BudgetExceeded, FathomError
 from fathom.lm.base import LM
 from fathom.lm.base import prompt_room as window_chars
 
@@ -57,20 +55,17 @@ class Summarize:
         frame = STEP.format(query=task.query, notes="", index=0, count=0, part="")
         part_size = max(1_000, room_for(root, frame) - notes_cap)
         parts = chunk_text(context_text(task.context), part_size)
-        notes = "(none yet)"
-        notes_of = {"parts": len(parts)}
         with MeteredRun(self.name, task, root, sub, limits, trace) as run:
-            try:
+
+            async def read() -> str:
+                notes = "(none yet)"
                 for index, part in enumerate(parts, 1):
                     run.step()
                     reply = await run.ask(STEP.format(query=task.query, notes=notes, index=index,
                                                       count=len(parts), part=part))
                     notes = reply.strip()[:notes_cap] or notes
                 run.step()
-                reply = await run.ask(ANSWER.format(notes=notes, query=task.query,
-                                                    answer_format=ANSWER_FORMAT))
-            except BudgetExceeded:
-                return run.finish("", "budget", notes=notes_of)
-            except FathomError as exc:
-                return run.finish("", "error", str(exc), notes_of)
-            return run.finish(read_answer(reply), "final", notes=notes_of)
+                return await run.ask(ANSWER.format(notes=notes, query=task.query,
+                                                   answer_format=ANSWER_FORMAT))
+
+            return await run.conclude(read(), {"parts": len(parts)})
