@@ -2,12 +2,14 @@
 
 Nobody knows their provider's limit in advance, so the limit is found the way TCP
 finds a link's capacity. A `Limiter` starts at `START` calls in flight and grows
-while calls succeed and their latency holds: slow start (one more slot per success,
-doubling every round trip) until the first sign of trouble, then additive increase
-(about one slot per round trip). A 429, a 503, an "overloaded" reply or a timeout
+while calls succeed and their latency holds: slow start (one more slot per call let in,
+which a request held `ADMITTED_AFTER` without a refusal counts as) until the first sign
+of trouble, then additive increase (about one slot per round trip). A 429, a 503, an "overloaded" reply or a timeout
 cuts the limit to `BACKOFF` of the concurrency the rejected request was sent at (to
 `STEEP_BACKOFF` when the last cut has seen no success since), but never below half of
-it; a cut happens once per round of requests, not once per rejected request. The limit
+it; a cut happens once per round of requests, not once per rejected request, and a
+request rejected again at a fraction of the limit (a spent per-minute bucket, not our
+concurrency) cuts nothing more. The limit
 never leaves [1, cap]. A fixed limit (`RLM(max_concurrency=N)`) is the same object
 with adaptation off.
 
@@ -22,17 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 START = 32  # calls in flight before anything is known of the endpoint
-BACKOFF = 0.9  # share of the rejected request's concurrency kept after a cut
+BACKOFF = 0.95  # share of the rejected request's concurrency kept after a cut
 # ...and after a cut that was not enough (rejected again before any success): the limit
 # fell a long way (a provider tightening its limit), so it is looked for fast.
 STEEP_BACKOFF = 0.5
+# In slow start, a request the endpoint has held this long (or three times the longest it
+# took to refuse one) without refusing it counts as let in: endpoints refuse at the door
+# (429 comes back at once), so growth need not wait for whole replies, which can take
+# seconds each. The first refusal ends slow start, and with it this guess.
+ADMITTED_AFTER = 0.1
 LATENCY_TOLERANCE = 2.0  # recent latency this many times the long-run latency stops growth
 _FAST, _SLOW = 0.2, 0.02  # weights of the recent and long-run latency averages
 
@@ -65,6 +73,9 @@ class Ticket:
     in_flight: int  # counting itself
     held: bool = True
     reported: bool = False
+    sent: float = field(default_factory=time.monotonic)
+    admitted: bool = False  # counted as let in before its reply came (slow start)
+    timer: asyncio.TimerHandle | None = None
 
 
 class Limiter:
@@ -85,7 +96,10 @@ class Limiter:
         self.on_change = on_change
         self._limit = float(max(1, min(initial, cap)))
         self._told = 0  # the limit last reported to `on_change`
-        self._slow_start = adaptive
+        # Below this the limit doubles per round trip (slow start), above it grows by one
+        # per round trip: the first cut (or rising latency) ends slow start for good.
+        self._threshold = math.inf
+        self._refused_in = 0.0  # the longest an endpoint took to refuse a request
         self._in_flight = 0
         self._numbers = itertools.count(1)
         self._cut_after = 0  # requests sent before the last cut do not cut again
@@ -124,10 +138,16 @@ class Limiter:
                 raise
         self._in_flight += 1
         self.attempts += 1
-        return Ticket(next(self._numbers), self._in_flight)
+        ticket = Ticket(next(self._numbers), self._in_flight)
+        if self.adaptive and self._limit < self._threshold:
+            wait = max(ADMITTED_AFTER, 3 * self._refused_in)
+            ticket.timer = asyncio.get_running_loop().call_later(wait, self._admitted, ticket)
+        return ticket
 
     def release(self, ticket: Ticket) -> None:
         """Give a slot back (once per acquire)."""
+        if ticket.timer is not None:
+            ticket.timer.cancel()
         if ticket.held:
             ticket.held = False
             self._in_flight -= 1
@@ -142,6 +162,14 @@ class Limiter:
                 free -= 1
 
     # -- what attempts report --------------------------------------------------------------
+    def _admitted(self, ticket: Ticket) -> None:
+        """Slow start: `ticket` was not refused at the door, so one more may go."""
+        if not ticket.held or ticket.reported or self._limit >= self._threshold:
+            return
+        ticket.admitted = True
+        if (self._in_flight + len(self._waiters)) * 2 >= self.limit:
+            self._set(min(float(self.cap), self._limit + 1.0), LimitReason.GROW)
+
     def succeeded(self, ticket: Ticket, seconds: float) -> None:
         """A call (or attempt) finished well after `seconds`: grow while latency holds."""
         if ticket.reported:
@@ -154,12 +182,12 @@ class Limiter:
         self._fast = seconds if self._fast is None else self._fast + _FAST * (seconds - self._fast)
         self._slow = seconds if self._slow is None else self._slow + _SLOW * (seconds - self._slow)
         if self._fast > LATENCY_TOLERANCE * self._slow:
-            self._slow_start = False  # queueing somewhere: stop doubling, and do not grow
+            self._threshold = self._limit  # queueing somewhere: stop doubling, do not grow
             return
         demand = max(ticket.in_flight, self._in_flight + len(self._waiters))
-        if demand * 2 < self.limit:
-            return  # the limit is not what holds calls back: no evidence for more
-        step = 1.0 if self._slow_start else 1.0 / self.limit
+        if demand * 2 < self.limit or (ticket.admitted and self._limit < self._threshold):
+            return  # no evidence for more, or this call's slot was already added
+        step = 1.0 if self._limit < self._threshold else 1.0 / self.limit
         self._set(min(float(self.cap), self._limit + step), LimitReason.GROW)
 
     def overloaded(self, ticket: Ticket, reason: LimitReason = LimitReason.THROTTLED) -> None:
@@ -168,17 +196,22 @@ class Limiter:
             return
         ticket.reported = True
         self.throttled += 1
+        self._refused_in = max(self._refused_in, time.monotonic() - ticket.sent)
         if not self.adaptive or ticket.sequence <= self._cut_after:
             return
-        self._slow_start = False
-        self._cut_after = next(self._numbers)
         sent_at = min(self._limit, float(ticket.in_flight))
+        if not self._eased and sent_at < self._limit * STEEP_BACKOFF:
+            # Rejected again, but sent at a fraction of the limit: our concurrency does not
+            # explain it (an empty per-minute bucket, others' traffic); Retry-After does.
+            return
+        self._cut_after = next(self._numbers)
         backoff = BACKOFF if self._eased else STEEP_BACKOFF
-        self._eased = False
         # One cut at most halves the limit: a request can be rejected at a low count when
         # others sent after it reached the server first.
-        cut = max(sent_at * backoff, self._limit * STEEP_BACKOFF)
-        self._set(max(1.0, float(int(cut))), reason)
+        cut = max(1.0, float(int(max(sent_at * backoff, self._limit * STEEP_BACKOFF))))
+        self._threshold = cut
+        self._eased = False
+        self._set(cut, reason)
 
     def _set(self, limit: float, reason: LimitReason) -> None:
         previous = self.limit

@@ -129,7 +129,7 @@ def test_the_limit_follows_a_server_whose_limit_changes_during_the_run(
     assert max(e.limit for e in first) > START  # grew past the start while calls went well
     assert any(e.reason == "throttled" for e in later)  # cut when the server tightened
     assert later[-1].limit <= 12
-    assert before[0] <= 0.2 * before[1]  # slow start overshot a little, once
+    assert before[0] <= 0.25 * before[1]  # slow start overshot once (client-side counts run ahead)
 
 
 def test_retry_after_is_waited_without_holding_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,3 +189,23 @@ def test_child_runs_share_the_endpoints_limiter() -> None:
     events = run()
     starts = [e for e in events if isinstance(e, ConcurrencyEvent) and e.reason == "start"]
     assert sorted(e.endpoint for e in starts) == ["root", "sub"]  # one per endpoint, tree-wide
+
+
+@pytest.mark.parametrize("options", [{"max_concurrency": "fast"}, {"max_concurrency": 0},
+                                     {"max_concurrency": 2.5}, {"max_concurrency_cap": 0}])
+def test_bad_concurrency_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(fathom.ConfigError, match="max_concurrency"):
+        fathom.RLM(ScriptedLM(["x"]), **options)
+
+
+def test_a_rate_limited_call_waits_until_the_time_budget_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = ScriptedLM([repl("print(llm_query('a'))"), repl("FINAL('never')")])
+    with ScriptedOpenAIServer(["b"], fail_first=[429] * 10_000, retry_after="0.1") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        result = fathom.RLM(root, "openai:m", sandbox="inprocess",
+                            budget=fathom.Budget(seconds=1.5)).run("q", "c")
+        attempts = len(server.requests)
+    assert (result.stop_reason, result.budget_limit) == ("budget", "seconds")
+    assert attempts > 5  # far past max_retries: throttling is waited out, not counted
