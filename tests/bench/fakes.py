@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
+from fathom.bench import tasks
 from fathom.bench.tasks.base import Task
 from fathom.lm import ScriptedLM
 from fathom.lm.base import LM, Message
@@ -60,3 +63,13 @@ class Scripted:
         lm = ScriptedLM(respond, name=self.name, context_window=self.context_window,
                         usd_per_million_tokens=self.usd_per_million)
         return lm, lm
+
+
+def install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the `secret` family and the `benchfake:` provider for one test only, so other
+    tests (and other processes) see the real registries."""
+    from fathom import lm
+
+    monkeypatch.setitem(tasks._registry._entries, "secret", Secret())
+    monkeypatch.setitem(lm._PROVIDERS._entries, "benchfake",
+                        lambda name: ScriptedLM(respond, name=f"benchfake:{name}"))

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fathom.bench.results import RESULTS, read_rows
-from fathom.bench.tasks import families, register
+from fathom.bench.tasks import families
 from fathom.cli import main
-from fathom.lm import ScriptedLM, register_provider
-from tests.bench.fakes import Secret, respond
+from tests.bench.fakes import install
 
 
 @pytest.fixture(autouse=True)
-def fakes() -> Iterator[None]:
-    register(Secret())
-    register_provider("benchfake", lambda name: ScriptedLM(respond, name=f"benchfake:{name}"))
-    yield
+def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch)
 
 
 def bench(*args: str) -> tuple[int, str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +12,10 @@ from fathom.bench import runner
 from fathom.bench.executors import LocalExecutor
 from fathom.bench.methods import Limits
 from fathom.bench.results import RESULTS, read_rows
-from fathom.bench.tasks import register
 from fathom.errors import AuthenticationError, ConfigError, LMError
 from fathom.lm import LM, ScriptedLM
 from fathom.trace import read as read_trace
-from tests.bench.fakes import Scripted, Secret
+from tests.bench.fakes import Scripted, install
 
 ROW_FIELDS = {
     "task", "size", "seed", "method", "model", "score", "expected", "answer", "prompt_tokens",
@@ -26,9 +24,8 @@ ROW_FIELDS = {
 
 
 @pytest.fixture(autouse=True)
-def secret_family() -> Iterator[None]:
-    register(Secret())
-    yield
+def secret_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch)
 
 
 def plan(methods: str = "direct,bm25,summarize,repl,rlm,rlm2", **models: float) -> runner.Plan:
