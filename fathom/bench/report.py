@@ -55,7 +55,10 @@ def aggregate(rows: list[dict[str, Any]]) -> list[Aggregate]:
             row
         )
     out = []
-    for (model, family, method, size), members in sorted(groups.items()):
+    for (model, family, method, size), members in sorted(
+        groups.items(), key=lambda item: (item[0][0], item[0][1], _method_rank(item[0][2]),
+                                          item[0][3])
+    ):
         paper = reference.figure(family, method)
         out.append(Aggregate(
             model, family, method, size, len(members),
@@ -70,6 +73,12 @@ def aggregate(rows: list[dict[str, Any]]) -> list[Aggregate]:
             paper_cell=f"{paper.benchmark} / {paper.method}" if paper else None,
         ))
     return out
+
+
+def _method_rank(method: str) -> tuple[int, str]:
+    """Methods in the paper's order (the methods fathom knows), then any other by name."""
+    order = list(reference.METHODS)
+    return (order.index(method) if method in order else len(order), method)
 
 
 def load(directory: Path) -> list[dict[str, Any]]:
@@ -211,19 +220,22 @@ def plot_scores(aggregates: list[Aggregate], path: Path) -> None:
 
 
 def plot_costs(aggregates: list[Aggregate], path: Path) -> None:
-    """Mean cost per row of each method, a bar per family."""
+    """Mean cost per row of each method (in the paper's order), a bar per family and model."""
     plt = _pyplot()
-    methods = list(dict.fromkeys(a.method for a in aggregates))
-    families = sorted({a.family for a in aggregates})
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(methods) * len(families)), 3.6))
-    width = 0.8 / len(families)
-    for i, family in enumerate(families):
+    methods = sorted({a.method for a in aggregates}, key=_method_rank)
+    multi_model = len({a.model for a in aggregates}) > 1
+    groups = sorted({(a.family, a.model) for a in aggregates})
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(methods) * len(groups)), 3.6))
+    width = 0.8 / len(groups)
+    for i, (family, model) in enumerate(groups):
         costs = []
         for method in methods:
-            cells = [a for a in aggregates if a.family == family and a.method == method]
+            cells = [a for a in aggregates
+                     if (a.family, a.model, a.method) == (family, model, method)]
             costs.append(fmean(a.usd for a in cells) if cells else 0.0)
-        ax.bar([m + i * width for m in range(len(methods))], costs, width, label=family)
-    ax.set_xticks([m + width * (len(families) - 1) / 2 for m in range(len(methods))], methods)
+        ax.bar([m + i * width for m in range(len(methods))], costs, width,
+               label=f"{family} ({model})" if multi_model else family)
+    ax.set_xticks([m + width * (len(groups) - 1) / 2 for m in range(len(methods))], methods)
     ax.set_ylabel("mean cost per row (USD)")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
