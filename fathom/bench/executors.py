@@ -9,6 +9,7 @@ every trace under the output directory, wherever the row ran.
 from __future__ import annotations
 
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -48,21 +49,25 @@ class LocalExecutor(Executor):
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
+        self._stop = threading.Event()
 
     def map(self, rows: Iterator[RowSpec], out_dir: Path, concurrency: int
             ) -> Iterator[dict[str, Any]]:
         """Rows' results in the order they finish."""
+        self._stop = threading.Event()
         self._pool = pool = ThreadPoolExecutor(concurrency, thread_name_prefix="fathom-bench")
 
         def finished(running: list[Future[dict[str, Any]]]) -> list[Future[dict[str, Any]]]:
             return list(wait(running, return_when=FIRST_COMPLETED).done)
 
         yield from bounded(rows, concurrency,
-                           lambda spec: pool.submit(run_row, spec, out_dir / spec.trace),
+                           lambda spec: pool.submit(run_row, spec, out_dir / spec.trace,
+                                                    self._stop),
                            finished, lambda future: future.result())
 
     def close(self) -> None:
-        """Drop rows not started; a row already running finishes (its thread cannot be killed)."""
+        """Drop rows not started and cancel the running ones (Ctrl-C, a failed row)."""
+        self._stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -15,10 +15,10 @@ import itertools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fathom.bench.methods import Limits, Outcome, get_method
 from fathom.bench.models import ModelSource
@@ -26,6 +26,8 @@ from fathom.bench.results import ResultsFile, latest_rows, row_key
 from fathom.bench.tasks import get_family, parse_size
 from fathom.errors import ConfigError
 from fathom.lm.base import Usage
+
+T = TypeVar("T")
 
 # Fields that differ between two runs of the same row (left out when rows are compared).
 TIMING_FIELDS = ("seconds", "generate_seconds")
@@ -105,11 +107,12 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
-def run_row(spec: RowSpec, trace: Path) -> dict[str, Any]:
+def run_row(spec: RowSpec, trace: Path, stop: threading.Event | None = None) -> dict[str, Any]:
     """Generate the row's task, answer it with its method, score it: the row of results.jsonl.
 
     Errors the user must fix (a bad model spec, a missing key) are raised; a model or
-    sandbox failing during the row is the row's outcome (stop_reason "error").
+    sandbox failing during the row is the row's outcome (stop_reason "error"). Setting
+    `stop` cancels the row (CancelledError), its sandbox and model calls cleaned up.
     """
     family = get_family(spec.family)
     started = time.monotonic()
@@ -119,7 +122,7 @@ def run_row(spec: RowSpec, trace: Path) -> dict[str, Any]:
     root, sub = spec.models.build(spec.family, spec.seed)
     trace.parent.mkdir(parents=True, exist_ok=True)
     outcome: Outcome = asyncio.run(
-        get_method(spec.method).run(task, root, sub, spec.limits, trace)
+        _cancelled_by(stop, get_method(spec.method).run(task, root, sub, spec.limits, trace))
     )
     notes = dict(outcome.notes)
     try:
@@ -137,6 +140,16 @@ def run_row(spec: RowSpec, trace: Path) -> dict[str, Any]:
         "stop_reason": outcome.stop_reason, "error": outcome.error, "notes": notes,
         "trace": spec.trace, "query": task.query,
     }
+
+
+async def _cancelled_by(stop: threading.Event | None, work: Coroutine[Any, Any, T]) -> T:
+    """Await `work`, cancelling it once `stop` is set (checked five times a second)."""
+    task = asyncio.ensure_future(work)
+    while stop is not None and not task.done():
+        if stop.is_set():
+            task.cancel()
+        await asyncio.wait({task}, timeout=0.2)
+    return await task
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from fathom.bench.results import RESULTS, read_rows
 from fathom.errors import AuthenticationError, ConfigError, LMError
 from fathom.lm import LM, ScriptedLM
 from fathom.trace import read as read_trace
-from tests.bench.fakes import Scripted, install
+from tests.bench.fakes import Scripted, install, respond
 
 ROW_FIELDS = {
     "task", "size", "seed", "method", "model", "score", "expected", "answer", "prompt_tokens",
@@ -123,3 +125,33 @@ def test_a_rejected_key_stops_the_run(tmp_path: Path, method: str) -> None:
     with pytest.raises(AuthenticationError, match="key rejected"):
         runner.run(rejected, tmp_path, LocalExecutor())
     assert read_rows(tmp_path / RESULTS) == []  # no row of errors to redo later
+
+
+@dataclass(frozen=True)
+class SlowOnOddSeeds:
+    """Scripted models that answer at once for even seeds and take a minute for odd ones."""
+
+    name: str = "slow"
+    sub_name: str = "slow"
+
+    def build(self, family: str, seed: int) -> tuple[LM, LM]:
+        lm = ScriptedLM(respond, name=self.name, latency=60.0 if seed % 2 else 0.0)
+        return lm, lm
+
+
+def test_an_interrupted_run_cancels_its_running_rows(tmp_path: Path) -> None:
+    plan = runner.Plan.parse("secret", "2k", 2, "direct,rlm", SlowOnOddSeeds(),
+                             Limits(sandbox="inprocess"))
+
+    def interrupt(row: dict[str, object], state: runner.RunState) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the slow rows are running
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(plan, tmp_path, LocalExecutor(), concurrency=4, on_row=interrupt)
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("fathom-bench") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a cancelled row is still running"
+        time.sleep(0.1)
+    assert time.monotonic() - started < 15
+    assert len(read_rows(tmp_path / RESULTS)) == 1  # the row that finished is kept
