@@ -34,8 +34,12 @@ class Chat:
     def __init__(
         self, session: Session, *, save: Path | None = None, progress: Mode = "auto",
         read: Reader = input, out: TextIO | None = None, err: TextIO | None = None,
+        prompt: str | None = None,
     ) -> None:
         self.session = session
+        # Questions piped in get no prompt, so stdout holds only the answers.
+        self.prompt = prompt if prompt is not None else (
+            PROMPT if is_terminal(sys.stdin) else "")
         self.save_path = save
         self.progress_mode = progress
         self.read = read
@@ -51,7 +55,7 @@ class Chat:
         self._tell("ask a question about the input; Ctrl-C cancels an answer, Ctrl-D leaves")
         while True:
             try:
-                line = self.read(PROMPT)
+                line = self.read(self.prompt)
             except EOFError:
                 self.out.write("\n")
                 self._tell(self.totals())
@@ -65,7 +69,8 @@ class Chat:
     def ask(self, question: str) -> Result | None:
         """One question with live progress; None when it was cancelled or failed."""
         progress = Progress(self.progress_mode, stream=self.err)
-        self.session.rlm.on_event = progress
+        rlm = self.session.rlm
+        previous, rlm.on_event = rlm.on_event, progress
         try:
             with progress.running():
                 result = self.session.ask(question)
@@ -76,7 +81,7 @@ class Chat:
             self._say(f"error: {exc}")
             return None
         finally:
-            self.session.rlm.on_event = None
+            rlm.on_event = previous
         progress.summary(result)
         if result.error:
             self._say(f"error: {result.error}")

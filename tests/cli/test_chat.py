@@ -125,7 +125,7 @@ def test_questions_from_a_pipe_and_no_stdin_input(tmp_path: Path) -> None:
                               input="First?\n\nAgain?\n", capture_output=True, text=True,
                               cwd=tmp_path, env=cli_env(server.base_url), timeout=60)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.replace(PROMPT, "").split() == ["Marta", "Marta!"]
+        assert done.stdout.split() == ["Marta", "Marta!"]  # no prompt when not on a terminal
         assert done.stderr == ""
         refused = subprocess.run([*command(), "chat", "-", "--model", "openai:x"], input="x\n",
                                  capture_output=True, text=True, cwd=tmp_path,
