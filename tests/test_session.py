@@ -202,3 +202,16 @@ def test_child_runs_get_sandboxes_of_their_own() -> None:
     with fathom.RLM(ScriptedLM(respond)).session("text") as s:
         assert s.ask("q1").answer == "3 False"
         assert s.variables()["secret"] == "int = 1"
+
+
+def test_a_variable_larger_than_one_channel_message_is_saved_in_chunks(tmp_path: Path) -> None:
+    rlm = fathom.RLM(ScriptedLM([
+        repl("blob = bytes(range(256)) * 12_000\nFINAL(len(blob))"),  # 3 MB, 1 MB messages
+        repl("FINAL(blob == bytes(range(256)) * 12_000)"),
+    ]), max_message_mb=1)
+    with rlm.session("text") as s:
+        assert s.ask("q1").answer == "3072000"
+        s.save(tmp_path / "s.fathom")
+    assert (tmp_path / "s.fathom").stat().st_size > 3_072_000
+    with fathom.Session.load(tmp_path / "s.fathom", rlm, "text") as again:
+        assert again.ask("q2").answer == "True"
