@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fathom.bench.runner import Executor, RowSpec, run_row
-from fathom.errors import ConfigError
+from fathom.errors import ConfigError, FathomError
 
 EXECUTORS = ("local", "ray")
 RAY_HINT = "pip install 'fathom[ray]'"
@@ -122,7 +122,14 @@ class RayExecutor(Executor):
 
         def result(ref: Any) -> dict[str, Any]:
             running.remove(ref)
-            row, trace = ray.get(ref)
+            try:
+                row, trace = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                # An error for the user to fix, raised on a worker: say it as fathom says it
+                # locally, without Ray's traceback around it.
+                if isinstance(exc.cause, FathomError):
+                    raise exc.cause from None
+                raise
             path = out_dir / row["trace"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(zlib.decompress(trace))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,20 @@ from fathom.bench import runner
 from fathom.bench.executors import LocalExecutor, RayExecutor, create
 from fathom.bench.methods import Limits
 from fathom.bench.results import RESULTS, read_rows
-from fathom.errors import ConfigError
+from fathom.errors import AuthenticationError, ConfigError
+from fathom.lm import LM
 from tests.bench.fakes import Scripted
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A ModelSource whose key the provider rejects."""
+
+    name: str = "rejected"
+    sub_name: str = "rejected"
+
+    def build(self, family: str, seed: int) -> tuple[LM, LM]:
+        raise AuthenticationError("key rejected: set OPENAI_API_KEY")
 
 
 def _comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -28,12 +41,19 @@ def test_a_ray_run_gives_the_local_rows(tmp_path: Path) -> None:
 
     # The scripted models are defined in the tests: send them to the workers by value.
     cloudpickle.register_pickle_by_value(sys.modules["tests.bench.fakes"])
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
     plan = runner.Plan.parse("niah", "2k,4k", 2, "direct,rlm", Scripted(usd_per_million=1.0),
                              Limits(sandbox="inprocess", max_iterations=2))
     runner.run(plan, tmp_path / "local", LocalExecutor(), concurrency=2)
-    executor = RayExecutor(num_cpus=2)
+    ray.init(num_cpus=2, include_dashboard=False)
     try:
-        state = runner.run(plan, tmp_path / "ray", executor, concurrency=2)
+        state = runner.run(plan, tmp_path / "ray", RayExecutor(), concurrency=2)
+        # A rejected key on a worker stops the run with fathom's own error.
+        rejected = runner.Plan.parse("niah", "2k", 1, "direct", Rejected(),
+                                     Limits(sandbox="inprocess"))
+        with pytest.raises(AuthenticationError, match="key rejected") as raised:
+            runner.run(rejected, tmp_path / "rejected", RayExecutor())
+        assert type(raised.value) is AuthenticationError  # not Ray's wrapper
     finally:
         ray.shutdown()
     local = read_rows(tmp_path / "local" / RESULTS)
