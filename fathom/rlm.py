@@ -183,13 +183,14 @@ class RLM:
     async def _query(
         self, query: str, ctx: Context, *, router: ModelRouter, trace: Path | None,
         workspace: Workspace | None = None, schema: Any = None,
+        on_event: EventHandler | None = None,
     ) -> Result:
         """One query on a loaded context: the path of `arun` and of every session question
-        (which lends its live sandbox as `workspace`)."""
+        (which lends its live sandbox as `workspace`, and tallies usage with `on_event`)."""
         answer_schema = AnswerSchema.of(schema)  # a ConfigError before anything starts
         self._check_trace_is_not_input(ctx, trace)
         writer = TraceWriter(trace, max_bytes=self.trace_max_bytes) if trace is not None else None
-        emit = EventSinks([s for s in (writer, self.on_event) if s is not None])
+        emit = EventSinks([s for s in (writer, self.on_event, on_event) if s is not None])
         engine = Engine if workspace is None else functools.partial(Engine, workspace=workspace)
         tree = RunTree(
             self.config, router, Spend(self.budget), emit, asyncio.get_running_loop(), engine

@@ -15,6 +15,8 @@ pickled bytes: it never unpickles them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +41,7 @@ from fathom.result import Result
 from fathom.sandbox import create
 from fathom.sandbox.base import Bridge, Sandbox
 from fathom.sandbox.state import Kind, Variables
-from fathom.trace import Event
+from fathom.trace import Event, RunEnd
 from fathom.tree import RunConfig, RunTree
 
 T = TypeVar("T")
@@ -61,7 +63,7 @@ class Runner(Protocol):
 
     async def _query(
         self, query: str, ctx: Context, *, router: ModelRouter, trace: Path | None,
-        workspace: Session | None = None,
+        workspace: Session | None = None, on_event: Callable[[Event], None] | None = None,
     ) -> Result: ...
 
 
@@ -100,6 +102,7 @@ class Session:
         self.context = Context.from_value(context)
         self.history: list[dict[str, Any]] = []  # {"question": ..., "answer": ...}
         self.results: list[Result] = []
+        self._cancelled: list[dict[str, Usage]] = []  # what cancelled questions spent
         self.note = ""  # for the engine (Workspace): what the REPL holds, told to the model
         self._sandbox: Sandbox | None = None
         self._relay: _Relay | None = None
@@ -181,13 +184,15 @@ class Session:
             self._asked = max(self._asked, len(self.history)) + 1  # cancelled ones count
             path = Path(trace) if trace is not None else self._numbered_trace()
             self.note = await asyncio.to_thread(self._describe)
+            spent: dict[str, Usage] = {}
             try:
                 result = await self.rlm._query(
                     query, self.context, router=self._router, trace=path, workspace=self,
-                    **options,
+                    on_event=functools.partial(_tally, spent), **options,
                 )
             except asyncio.CancelledError:
                 self._interrupt()  # the block still running in the worker: stop it too
+                self._cancelled.append(spent)
                 raise
             finally:
                 if self._relay is not None:
@@ -207,10 +212,11 @@ class Session:
 
     @property
     def usage(self) -> dict[str, Usage]:
-        """Usage per model, summed over every question asked in this session."""
+        """Usage per model, summed over every question asked in this session (cancelled ones
+        included)."""
         total: dict[str, Usage] = {}
-        for result in self.results:
-            for model, usage in result.usage.items():
+        for spent in [*(r.usage for r in self.results), *self._cancelled]:
+            for model, usage in spent.items():
                 total[model] = total.get(model, Usage()) + usage
         return total
 
@@ -382,6 +388,14 @@ def _plain(answer: Any) -> Any:
     except (TypeError, ValueError):
         return str(answer)
     return answer
+
+
+def _tally(spent: dict[str, Usage], event: Event) -> None:
+    """Keep what the root run spent, from its run_end (a cancelled run still sends one)."""
+    if isinstance(event, RunEnd) and event.depth == 0:
+        known = {f.name for f in dataclasses.fields(Usage)}
+        spent.update({model: Usage(**{k: v for k, v in usage.items() if k in known})
+                      for model, usage in event.usage.items()})
 
 
 def _ignore(event: object) -> None:

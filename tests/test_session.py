@@ -15,6 +15,7 @@ import pytest
 import fathom
 from fathom.lm import ScriptedLM
 from fathom.lm.base import Message
+from fathom.trace import LMCall
 
 
 def repl(code: str) -> str:
@@ -215,3 +216,30 @@ def test_a_variable_larger_than_one_channel_message_is_saved_in_chunks(tmp_path:
     assert (tmp_path / "s.fathom").stat().st_size > 3_072_000
     with fathom.Session.load(tmp_path / "s.fathom", rlm, "text") as again:
         assert again.ask("q2").answer == "True"
+
+
+def test_a_cancelled_question_stops_its_block_and_still_counts() -> None:
+    def respond(messages: list[Message]) -> str:
+        if "Query: spin" in messages[1]["content"]:
+            return repl("import time\nwhile True:\n    time.sleep(0.05)")
+        return repl("FINAL('after')")
+
+    rlm = fathom.RLM(ScriptedLM(respond), exec_timeout=60)
+
+    async def scenario() -> tuple[str, int, float]:
+        replied = asyncio.Event()
+        rlm.on_event = lambda event: replied.set() if isinstance(event, LMCall) else None
+        async with rlm.session("text") as s:
+            spinning = asyncio.ensure_future(s.aask("spin"))
+            await replied.wait()
+            await asyncio.sleep(0.3)  # the block is running in the worker now
+            spinning.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await spinning
+            started = asyncio.get_running_loop().time()
+            answer = (await s.aask("next")).answer  # not kept waiting for the 60 s timeout
+            waited = asyncio.get_running_loop().time() - started
+            return answer, s.total_usage.calls, waited
+
+    answer, calls, waited = asyncio.run(scenario())
+    assert answer == "after" and calls == 2 and waited < 30

@@ -73,7 +73,7 @@ def test_two_questions_a_cancelled_one_then_ctrl_d(tmp_path: Path) -> None:
         chat.expect_exact("Lisbon (asked 1 before)")
         chat.expect_exact(PROMPT)
         chat.sendeof()
-        chat.expect_exact("2 question(s) answered in this chat: 2 model calls")  # the totals
+        chat.expect_exact("2 question(s) answered in this chat: 3 model calls")  # the totals
         chat.expect(pexpect.EOF)
         chat.close()
     assert chat.exitstatus == 0, chat.before
