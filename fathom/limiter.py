@@ -1,17 +1,17 @@
 """Adaptive concurrency per model endpoint: how many calls a run tree sends at once.
 
 Nobody knows their provider's limit in advance, so the limit is found the way TCP
-finds a link's capacity. A `Limiter` starts at `START` calls in flight and grows
-while calls succeed and their latency holds: slow start (one more slot per call let in,
-which a request held `ADMITTED_AFTER` without a refusal counts as) until the first sign
-of trouble, then additive increase (about one slot per round trip). A 429, a 503, an "overloaded" reply or a timeout
-cuts the limit to `BACKOFF` of the concurrency the rejected request was sent at (to
-`STEEP_BACKOFF` when the last cut has seen no success since), but never below half of
-it; a cut happens once per round of requests, not once per rejected request, and a
-request rejected again at a fraction of the limit (a spent per-minute bucket, not our
-concurrency) cuts nothing more. The limit
-never leaves [1, cap]. A fixed limit (`RLM(max_concurrency=N)`) is the same object
-with adaptation off.
+finds a link's capacity. A `Limiter` starts at `START` calls in flight and grows while
+calls succeed and their latency holds: slow start (one more slot per call let in, and a
+request held `ADMITTED_AFTER` without a refusal counts as let in, up to `REACH` times the
+most calls in flight seen let in) until the first sign of trouble, then additive
+increase (about one slot per round trip). A 429, a 503, an
+"overloaded" reply or a timeout cuts the limit to `BACKOFF` of the concurrency the
+rejected request was sent at (to `STEEP_BACKOFF` when the last cut has seen no success
+since), but never below half of it. A cut happens once per round of requests, not once
+per rejected request, and a request rejected again at a fraction of the limit (a spent
+per-minute bucket, not our concurrency) cuts nothing more. The limit never leaves
+[1, cap]. A fixed limit (`RLM(max_concurrency=N)`) is the same object with adaptation off.
 
 One limiter serves every call to one endpoint (provider, server, model) in a run
 tree, root turns, sub-calls and child runs alike, so that children cannot multiply
@@ -41,6 +41,7 @@ STEEP_BACKOFF = 0.5
 # (429 comes back at once), so growth need not wait for whole replies, which can take
 # seconds each. The first refusal ends slow start, and with it this guess.
 ADMITTED_AFTER = 0.1
+REACH = 1.5  # slow start's limit over the most calls in flight seen let in
 LATENCY_TOLERANCE = 2.0  # recent latency this many times the long-run latency stops growth
 _FAST, _SLOW = 0.2, 0.02  # weights of the recent and long-run latency averages
 
@@ -100,6 +101,7 @@ class Limiter:
         # per round trip: the first cut (or rising latency) ends slow start for good.
         self._threshold = math.inf
         self._refused_in = 0.0  # the longest an endpoint took to refuse a request
+        self._proven = 0  # the most calls in flight that one was let in at
         self._in_flight = 0
         self._numbers = itertools.count(1)
         self._cut_after = 0  # requests sent before the last cut do not cut again
@@ -167,8 +169,18 @@ class Limiter:
         if not ticket.held or ticket.reported or self._limit >= self._threshold:
             return
         ticket.admitted = True
+        self._proven = max(self._proven, ticket.in_flight)
         if (self._in_flight + len(self._waiters)) * 2 >= self.limit:
-            self._set(min(float(self.cap), self._limit + 1.0), LimitReason.GROW)
+            self._grow(1.0)
+
+    def _grow(self, step: float) -> None:
+        # Slow start reaches at most REACH times the concurrency calls were let in at, so
+        # one burst cannot overshoot an unknown limit by much before its refusals are read.
+        ceiling = float(self.cap)
+        if self._limit < self._threshold:
+            ceiling = min(ceiling, max(float(START), self._proven * REACH))
+        if self._limit + step <= ceiling:
+            self._set(self._limit + step, LimitReason.GROW)
 
     def succeeded(self, ticket: Ticket, seconds: float) -> None:
         """A call (or attempt) finished well after `seconds`: grow while latency holds."""
@@ -187,8 +199,8 @@ class Limiter:
         demand = max(ticket.in_flight, self._in_flight + len(self._waiters))
         if demand * 2 < self.limit or (ticket.admitted and self._limit < self._threshold):
             return  # no evidence for more, or this call's slot was already added
-        step = 1.0 if self._limit < self._threshold else 1.0 / self.limit
-        self._set(min(float(self.cap), self._limit + step), LimitReason.GROW)
+        self._proven = max(self._proven, ticket.in_flight)
+        self._grow(1.0 if self._limit < self._threshold else 1.0 / self.limit)
 
     def overloaded(self, ticket: Ticket, reason: LimitReason = LimitReason.THROTTLED) -> None:
         """The endpoint rejected an attempt (429, 503, overloaded) or it timed out: cut once."""
@@ -222,11 +234,13 @@ class Limiter:
         # Growth is told in steps of an eighth (or at the cap), cuts every time: a trace
         # of the limit's shape, not of every success.
         step = max(1, self._told // 8)
-        if reason is not LimitReason.GROW or self.limit >= min(self.cap, self._told + step):
-            self._tell(reason)
+        if reason is not LimitReason.GROW:
+            self._tell(reason, previous)
+        elif self.limit >= min(self.cap, self._told + step):
+            self._tell(reason, self._told)
 
-    def _tell(self, reason: LimitReason) -> None:
-        previous, self._told = self._told, self.limit
+    def _tell(self, reason: LimitReason, previous: int) -> None:
+        self._told = self.limit
         if self.on_change is not None:
             self.on_change(
                 LimitChange(self.endpoint, self.limit, previous, reason, self._in_flight)
@@ -234,7 +248,7 @@ class Limiter:
 
     def announce(self) -> None:
         """Report the starting limit (a `concurrency` event with reason "start")."""
-        self._tell(LimitReason.START)
+        self._tell(LimitReason.START, 0)
 
 
 class Holder:
