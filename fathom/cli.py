@@ -366,19 +366,12 @@ def _cancel_on_signals() -> None:
 
 
 def _parse_prices(values: tuple[str, ...]) -> list[tuple[str, float, float]]:
-    prices = []
-    for value in values:
-        model, _, pair = value.rpartition("=")
-        try:
-            inp, out = (float(part) for part in pair.split(","))
-            if not model or inp < 0 or out < 0:
-                raise ValueError
-        except ValueError:
-            raise click.BadParameter(
-                f"{value!r}: write MODEL=IN,OUT, USD per million input and output tokens "
-                "(e.g. openai:my-model=0.25,2.00)", param_hint="--price") from None
-        prices.append((model, inp, out))
-    return prices
+    from fathom.lm.pricing import parse_price
+
+    try:
+        return [parse_price(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--price") from None
 
 
 def _set_prices(prices: list[tuple[str, float, float]], max_usd: float | None,

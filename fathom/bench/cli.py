@@ -74,9 +74,12 @@ def list_() -> None:
 
 def _price_option(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
                   ) -> list[tuple[str, float, float]]:
-    from fathom.cli import _parse_prices  # the one parser of --price, shared with `ask`
+    from fathom.lm.pricing import parse_price  # the one parser of --price, shared with `ask`
 
-    return _parse_prices(values)
+    try:
+        return [parse_price(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--price") from None
 
 
 @bench.command(help=RUN_HELP, no_args_is_help=True)

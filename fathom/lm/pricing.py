@@ -132,6 +132,22 @@ def set_price(
         _overrides[_normalise(model)] = Price(input, output, cached_input, cache_write)
 
 
+def parse_price(text: str) -> tuple[str, float, float]:
+    """(model, input, output) from "MODEL=IN,OUT" (USD per million tokens), as `--price` takes
+    it; ValueError saying the form otherwise."""
+    model, _, pair = text.rpartition("=")
+    try:
+        inp, out = (float(part) for part in pair.split(","))
+        if not model or inp < 0 or out < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: write MODEL=IN,OUT, USD per million input and output tokens "
+            "(e.g. openai:my-model=0.25,2.00)"
+        ) from None
+    return model, inp, out
+
+
 def price_for(model: str) -> Price | None:
     """The price of `model`, or None when neither the table nor `set_price` knows it."""
     if model == "local" or model.startswith("local:"):

@@ -43,7 +43,8 @@ def test_list_names_every_family_and_method() -> None:
     [(["--tasks", "nope"], "niah, vartrack"), (["--methods", "magic"], "direct, bm25"),
      (["--sizes", "huge"], "32k"), (["--executor", "dask"], "local"),
      (["--ray-address", "ray://x:1"], "--executor ray"),
-     (["--max-usd", "1", "--model", "openai:unheard-of"], "--price openai:unheard-of=IN,OUT")],
+     (["--max-usd", "1", "--model", "openai:unheard-of"], "--price openai:unheard-of=IN,OUT"),
+     (["--price", "openai:x=cheap"], "write MODEL=IN,OUT")],
 )
 def test_bad_arguments_exit_2_naming_the_valid_values(tmp_path: Path, args: list[str],
                                                      named: str) -> None:

@@ -165,14 +165,11 @@ class MeteredRun:
         self.handle.iteration += 1
         self._emit(IterationEvent, iteration=self.handle.iteration)
 
-    async def ask(self, prompt: str, *, role: Role = Role.ROOT, system: str | None = None) -> str:
-        """One metered call of the root (or sub) model; BudgetExceeded when the budget refuses."""
-        lm = self.root if role is Role.ROOT else self.sub
+    async def ask(self, prompt: str) -> str:
+        """One metered call of the root model; BudgetExceeded when the budget refuses it."""
         messages: list[Message] = [{"role": "user", "content": prompt}]
-        if system:
-            messages.insert(0, {"role": "system", "content": system})
-        site = CallSite(self.handle, role, self.handle.call_id())
-        completion = await self.meter.call(lm, messages, site)
+        site = CallSite(self.handle, Role.ROOT, self.handle.call_id())
+        completion = await self.meter.call(self.root, messages, site)
         return completion.text
 
     async def conclude(self, work: Awaitable[str], notes: dict[str, Any] | None = None
