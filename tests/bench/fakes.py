@@ -41,11 +41,11 @@ def respond(messages: list[Message]) -> str:
     if "```repl" in messages[0]["content"]:  # an RLM's system prompt
         return ("```repl\nimport re\n"
                 "FINAL(re.search(r'The secret number is (\\d+)', context).group(1))\n```")
-    found = NEEDLE.search(messages[-1]["content"])
-    if "Write your updated notes" in messages[-1]["content"]:
+    prompt = messages[-1]["content"]
+    found = NEEDLE.search(prompt) or re.search(r"secret: (\d+)", prompt)  # or in its notes
+    if "Write your updated notes" in prompt:
         return f"secret: {found.group(1)}" if found else "(nothing yet)"
-    notes = re.search(r"secret: (\d+)", messages[-1]["content"])
-    number = found.group(1) if found else notes.group(1) if notes else "unknown"
+    number = found.group(1) if found else "unknown"
     return f"Reading it, the answer is clear.\nFINAL({number})"
 
 
