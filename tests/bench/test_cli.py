@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from fathom.bench.results import RESULTS, read_rows
 from fathom.bench.tasks import families
 from fathom.cli import main
-from tests.bench.fakes import install
+from tests.bench.fakes import install, respond
+from tests.fake_servers import ScriptedOpenAIServer
 
 
 @pytest.fixture(autouse=True)
@@ -82,3 +83,22 @@ def test_oracle_scores_1_through_the_runner(tmp_path: Path) -> None:
     rows = read_rows(tmp_path / RESULTS)
     assert len(rows) == 2 * 6
     assert all(row["score"] == 1.0 for row in rows), [r for r in rows if r["score"] != 1.0]
+
+
+def test_a_real_provider_over_http_gives_real_usage_and_takes_the_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with ScriptedOpenAIServer(respond) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        code, _, err = bench("run", "--tasks", "secret", "--sizes", "2k", "--seeds", "2",
+                             "--methods", "direct,rlm", "--model", "openai:gpt-5-mini",
+                             "--max-usd", "1", "--max-output-tokens", "64",
+                             "--context-window", "16000", "--sandbox", "inprocess",
+                             "-o", str(tmp_path))
+        assert code == 0, err
+        sent = [request.get("max_completion_tokens") for request in server.requests]
+    rows = read_rows(tmp_path / RESULTS)
+    assert len(rows) == 4 and all(row["score"] == 1.0 for row in rows)
+    assert all(row["usd"] > 0 and row["prompt_tokens"] > 0 for row in rows)  # priced, metered
+    assert sent and set(sent) == {64}  # --max-output-tokens reached every request
