@@ -82,7 +82,11 @@ def _ray_row(spec: RowSpec) -> tuple[dict[str, Any], bytes]:
 
 
 class RayExecutor(Executor):
-    """Rows as Ray tasks: on a cluster at `address`, else on one started here."""
+    """Rows as Ray tasks: on a cluster at `address`, else on one started here.
+
+    Ray is joined (or started) with the first row, so a run with nothing left to do
+    never waits for it.
+    """
 
     def __init__(self, address: str | None = None, **init_options: Any) -> None:
         try:
@@ -90,20 +94,28 @@ class RayExecutor(Executor):
         except ImportError as exc:
             raise ConfigError(f"--executor ray needs Ray: {RAY_HINT}.") from exc
         self._ray = ray
+        self._address = address
+        self._options = init_options
         self._started = False
+        self._remote: Any = None
+        self._running: list[Any] = []
+
+    def _connect(self) -> Any:
+        """The remote row function, on a Ray joined or started now if need be."""
+        ray = self._ray
         if not ray.is_initialized():
-            if address is not None:
-                init_options["address"] = address
-            init_options.setdefault("include_dashboard", False)
-            init_options.setdefault("logging_level", "WARNING")
+            options = {"include_dashboard": False, "logging_level": "WARNING", **self._options}
+            if self._address is not None:
+                options["address"] = self._address
             try:
-                ray.init(**init_options)
+                ray.init(**options)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = address or "a local cluster"
+                where = self._address or "a local cluster"
                 raise ConfigError(f"Ray could not start or reach {where}: {exc}") from exc
             self._started = True
-        self._remote = ray.remote(_ray_row)
-        self._running: list[Any] = []
+        if self._remote is None:
+            self._remote = ray.remote(_ray_row)
+        return self._remote
 
     def map(self, rows: Iterator[RowSpec], out_dir: Path, concurrency: int
             ) -> Iterator[dict[str, Any]]:
@@ -112,7 +124,7 @@ class RayExecutor(Executor):
         self._running = running = []
 
         def start(spec: RowSpec) -> Any:
-            ref = self._remote.remote(spec)
+            ref = self._connect().remote(spec)
             running.append(ref)
             return ref
 

@@ -45,6 +45,8 @@ def test_a_ray_run_gives_the_local_rows(tmp_path: Path) -> None:
     plan = runner.Plan.parse("niah", "2k,4k", 2, "direct,rlm", Scripted(usd_per_million=1.0),
                              Limits(sandbox="inprocess", max_iterations=2))
     runner.run(plan, tmp_path / "local", LocalExecutor(), concurrency=2)
+    resumed = runner.run(plan, tmp_path / "local", RayExecutor())
+    assert resumed.done == 0 and not ray.is_initialized()  # nothing to do: Ray never started
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         state = runner.run(plan, tmp_path / "ray", RayExecutor(), concurrency=2)
