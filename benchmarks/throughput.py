@@ -280,6 +280,9 @@ def main() -> None:
          f"{limited.rejected} of {limited.requests} ({share:.1%}); peak in flight "
          f"{limited.peak}", f"<= {TARGETS['rejected_share']:.0%}"),
     ]
+    rows.append(("every run (a) 512 / (a) auto / (b) auto, in order",
+                 " / ".join(", ".join(f"{r.seconds:.2f}" for r in runs) for runs in every.values())
+                 + " s; (b) rejected " + ", ".join(str(r.rejected) for r in every["48"]), ""))
     if args.rlms_python:
         for name, limit, mine in (("(a) unlimited", None, auto), ("(b) 429 beyond 48", 48,
                                                                    limited)):
@@ -295,9 +298,6 @@ def main() -> None:
             ))
     rows += prefix_rows("20 iterations", prefix_run())
     rows += prefix_rows("20 iterations, compacted", prefix_run(context_window=6_000))
-    rows.append(("every run (a) 512 / (a) auto / (b) auto, in order",
-                 " / ".join(", ".join(f"{r.seconds:.2f}" for r in runs) for runs in every.values())
-                 + " s; (b) rejected " + ", ".join(str(r.rejected) for r in every["48"]), ""))
     _print(rows)
 
 
