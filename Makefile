@@ -28,6 +28,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/local_model.py
 	$(PY) benchmarks/viewer.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/session.py
+	$(PY) benchmarks/citations.py
+	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_runner.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

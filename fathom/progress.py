@@ -449,14 +449,19 @@ class Progress:
         table.add_column("failed", justify="right", footer=str(calls.failed))
         table.add_column("refused", justify="right", footer=str(calls.refused))
         table.add_column("tokens in", justify="right", footer=f"{total.prompt_tokens:,}")
-        # Of the tokens in, those read from the provider's prompt cache (billed cheaper).
-        table.add_column("cached", justify="right", footer=f"{total.cached_tokens:,}")
+        # Of the tokens in, those read from the provider's prompt cache (billed cheaper); the
+        # column is left out when no provider reported any, so model names keep their room.
+        show_cached = total.cached_tokens > 0
+        if show_cached:
+            table.add_column("cached", justify="right", footer=f"{total.cached_tokens:,}")
         table.add_column("tokens out", justify="right", footer=f"{total.completion_tokens:,}")
         table.add_column("cost", justify="right", footer=_usd(total.usd))
         for model, counts, u in rows:
-            table.add_row(Text(safe_text(model)), str(counts.calls), str(counts.failed),
-                          str(counts.refused), f"{u.prompt_tokens:,}", f"{u.cached_tokens:,}",
-                          f"{u.completion_tokens:,}", _usd(u.usd))
+            cells = [Text(safe_text(model)), str(counts.calls), str(counts.failed),
+                     str(counts.refused), f"{u.prompt_tokens:,}"]
+            if show_cached:
+                cells.append(f"{u.cached_tokens:,}")
+            table.add_row(*cells, f"{u.completion_tokens:,}", _usd(u.usd))
         console.print(table)
         if result.trace_path:
             path = safe_text(result.trace_path)
