@@ -457,8 +457,9 @@ class Progress:
         table.add_column("tokens out", justify="right", footer=f"{total.completion_tokens:,}")
         table.add_column("cost", justify="right", footer=_usd(total.usd))
         for model, counts, u in rows:
-            cells = [Text(safe_text(model)), str(counts.calls), str(counts.failed),
-                     str(counts.refused), f"{u.prompt_tokens:,}"]
+            cells: list[Text | str] = [Text(safe_text(model)), str(counts.calls),
+                                       str(counts.failed), str(counts.refused),
+                                       f"{u.prompt_tokens:,}"]
             if show_cached:
                 cells.append(f"{u.cached_tokens:,}")
             table.add_row(*cells, f"{u.completion_tokens:,}", _usd(u.usd))
