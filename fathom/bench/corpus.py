@@ -16,6 +16,8 @@ import re
 import sysconfig
 from collections.abc import Iterator
 
+from fathom import syntax
+
 # Enough distinct prose for long haystacks (about 5,000 sentences) while reading the
 # pool takes about a second; more files would only slow every process down.
 _POOL_CHARS = 1_000_000
@@ -40,7 +42,7 @@ def stdlib_files() -> list[str]:
 def _docstrings(path: str) -> Iterator[str]:
     try:
         with open(path, encoding="utf-8") as file:
-            tree = ast.parse(file.read())
+            tree = syntax.parse(file.read())
     except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return
     for node in ast.walk(tree):

@@ -34,7 +34,7 @@ TIMING_FIELDS = ("seconds", "generate_seconds")
 # A row is not started with less than this many dollars of its own: it could not finish.
 MIN_ROW_USD = 1e-6
 # Generators are CPU-bound (threads would not speed them up) and build shared caches on
-# first use (ast.parse of the stdlib is not thread-safe on 3.11): one at a time per process.
+# first use: one at a time per process.
 _GENERATING = threading.Lock()
 
 

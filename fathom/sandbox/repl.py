@@ -23,8 +23,7 @@ from typing import Any
 from fathom.repl_api import FunctionSpec
 from fathom.sandbox.base import Bridge
 from fathom.sandbox.output import Capture, install_routers, router_for
-
-_AST_LOCK = threading.Lock()
+from fathom.syntax import AST_LOCK
 
 REPL_MODULE = "__repl__"
 REPL_FILENAME = "<repl>"
@@ -227,10 +226,8 @@ class Repl:
 
     def _compile(self, code: str) -> tuple[types.CodeType | None, types.CodeType | None]:
         """Compile a block; a trailing expression is compiled apart so its value is echoed."""
-        # CPython 3.11 keeps the AST converter's recursion depth per interpreter, not per
-        # thread: two REPLs converting ASTs at once (concurrent in-process child runs) fail
-        # with "SystemError: AST constructor recursion depth mismatch". One at a time.
-        with _AST_LOCK:
+        # One AST at a time per process (see fathom.syntax): concurrent in-process runs.
+        with AST_LOCK:
             return self._compile_locked(code)
 
     def _compile_locked(

@@ -17,8 +17,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
+from fathom import syntax
 from fathom.bench import scoring
 from fathom.bench.tasks.base import Task, target_chars, task_rng
 from fathom.errors import ConfigError
@@ -82,7 +83,7 @@ def parse(source: str) -> ast.Module | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escapes and the like in old code
         try:
-            return ast.parse(source)
+            return cast(ast.Module, syntax.parse(source))
         except (SyntaxError, ValueError, RecursionError):
             return None
 
