@@ -183,9 +183,13 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         self.quiet = quiet
+        # The console keeps today's stderr, and nothing is redirected: the in-process
+        # sandbox swaps sys.stdout/sys.stderr while REPL code runs, and writing through
+        # them from the refresh thread would wait on the console's own lock.
         self.bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
                             "{task.fields[usd]}", TimeElapsedColumn(),
-                            console=Console(stderr=True), disable=quiet)
+                            console=Console(file=sys.stderr), disable=quiet,
+                            redirect_stdout=False, redirect_stderr=False)
         self.task: Any = None
 
     def __enter__(self) -> _Progress:

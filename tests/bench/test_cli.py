@@ -13,6 +13,7 @@ from fathom.bench.results import RESULTS, read_rows
 from fathom.bench.tasks import families
 from fathom.cli import main
 from tests.bench.fakes import install, respond
+from tests.cli.conftest import cli_env, command, run_on_pty
 from tests.fake_servers import ScriptedOpenAIServer
 
 
@@ -102,3 +103,14 @@ def test_a_real_provider_over_http_gives_real_usage_and_takes_the_limits(
     assert len(rows) == 4 and all(row["score"] == 1.0 for row in rows)
     assert all(row["usd"] > 0 and row["prompt_tokens"] > 0 for row in rows)  # priced, metered
     assert sent and set(sent) == {64}  # --max-output-tokens reached every request
+
+
+def test_progress_on_a_terminal_with_the_in_process_sandbox(tmp_path: Path) -> None:
+    # The live bar must not write through the streams the in-process REPL swaps in (it hung).
+    run = run_on_pty(
+        [*command(), "bench", "run", "--tasks", "niah,oolong", "--sizes", "8k", "--seeds", "2",
+         "--methods", "rlm", "--model", "oracle", "--sandbox", "inprocess", "-o", str(tmp_path)],
+        cli_env(TERM="xterm-256color", COLUMNS="100"), tmp_path)
+    assert run.code == 0, run.terminal
+    assert "\x1b[" in run.terminal and "4 rows run" in run.terminal
+    assert len(read_rows(tmp_path / RESULTS)) == 4
