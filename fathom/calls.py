@@ -86,6 +86,13 @@ class CallSite:
     batch_size: int | None = None
 
 
+def _top(run: RunHandle) -> RunHandle:
+    """The root run of `run`'s tree."""
+    while run.parent is not None:
+        run = run.parent
+    return run
+
+
 _current: contextvars.ContextVar[CallSite | None] = contextvars.ContextVar(
     "fathom_call_site", default=None
 )
@@ -111,6 +118,7 @@ class Meter:
         self.cache_key = cache_key  # the tree's prompt_cache_key
         self.fatal: FathomError | None = None  # set once an error ends the whole tree
         self._last_site: CallSite | None = None
+        self._root: RunHandle | None = None  # the tree's top run, once it has called
 
     async def call(
         self, lm: LM, messages: list[Message], site: CallSite
@@ -120,6 +128,8 @@ class Meter:
         estimate = pricing.estimate_prompt_tokens(messages)
         self._raise_if_aborted(site, lm.name, prompt)
         self._last_site = site
+        if self._root is None:
+            self._root = _top(site.run)
         holder = self._holder(lm, site)
         async with holder:
             self._event(site, LMCallStart, model=lm.name, prompt=prompt[:START_PROMPT_CHARS])
@@ -179,8 +189,16 @@ class Meter:
         priority = site.role is Role.ROOT and site.run.depth == 0
         return Holder(self.limiters.for_model(lm), priority)
 
+    def close(self) -> None:
+        """The tree ended: its trace hears no more of the limiters other trees still use."""
+        self.limiters.close()
+
     def _limit_changed(self, change: LimitChange) -> None:
-        site = _current.get() or self._last_site
+        # An adaptive limiter is shared by the trees of the loop: the call that changed it
+        # may be another tree's, whose run this trace does not know.
+        site = _current.get()
+        if site is None or _top(site.run) is not self._root:
+            site = self._last_site
         run_id, depth = (site.run.run_id, site.run.depth) if site else ("", 0)
         self.emit(ConcurrencyEvent(
             run_id=run_id, depth=depth, t=self.clock.now(), endpoint=change.endpoint,

@@ -37,6 +37,7 @@ from fathom.errors import (
     TraceError,
 )
 from fathom.sandbox import ISOLATION_LEVELS, IsolationLevel, sandbox_names
+from fathom.server.cli import concurrency_options
 from fathom.terminal import is_terminal, safe_json, safe_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_FORCED = 0, 1, 2, 3, 4
@@ -78,25 +79,6 @@ Exit codes:
 def _version() -> str:
     return getattr(fathom, "__version__", "unknown")
 
-
-class _Concurrency(click.ParamType):
-    """--max-concurrency: "auto" or a whole number >= 1."""
-
-    name = "auto|N"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int | Literal["auto"]:
-        if value == "auto" or isinstance(value, int):
-            return value
-        try:
-            number = int(value)
-        except ValueError:
-            number = 0
-        if number < 1:
-            self.fail(f"{value!r} is neither 'auto' nor a whole number >= 1.", param, ctx)
-        return number
-
-
-_CONCURRENCY = _Concurrency()
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -183,11 +165,7 @@ def main() -> None:
               metavar="MODEL=IN,OUT",
               help="USD per million input and output tokens of MODEL, for --max-usd and the "
                    "summary (repeatable), e.g. --price openai:my-model=0.25,2.00.")
-@click.option("--max-concurrency", type=_CONCURRENCY, default="auto", show_default=True,
-              help="Model calls in flight at once per model endpoint, for the whole run: "
-                   "'auto' finds the provider's limit as it goes, a number fixes it.")
-@click.option("--max-concurrency-cap", type=click.IntRange(min=1), default=512,
-              show_default=True, help="The most calls in flight that 'auto' may grow to.")
+@concurrency_options
 @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the run's events to this JSONL file (see `fathom view`).")
 @click.option("--cache", type=click.Path(dir_okay=False, path_type=Path), default=None,

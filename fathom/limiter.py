@@ -15,9 +15,16 @@ per-minute bucket, not our concurrency) cuts nothing more. The limit never leave
 
 One limiter serves every call to one endpoint (provider, server, model) in a run
 tree, root turns, sub-calls and child runs alike, so that children cannot multiply
-the load. The retry layer (`fathom.lm.retry`) reports each HTTP attempt to the
-limiter holding its call (`attempt_observer`), and a call that waits to retry gives
-its slot back while it waits.
+the load. Adaptive limiters are shared further: every run tree of one event loop (the
+runs `fathom serve` answers at once, a session's questions asked with `aask`) that calls
+an endpoint with the same cap uses one limiter (`shared_limiter`), so concurrent runs
+cannot multiply the load either, and a run starts at the limit the runs before it found.
+Each tree subscribes to it for its trace's `concurrency` events while it runs; the
+registry holds event loops weakly, so the limiters of an ended `asyncio.run` go with it.
+
+The retry layer (`fathom.lm.retry`) reports each HTTP attempt to the limiter holding
+its call (`attempt_observer`), and a call that waits to retry gives its slot back while
+it waits.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import asyncio
 import itertools
 import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -53,6 +61,7 @@ class LimitReason(StrEnum):
     GROW = "grow"  # calls succeeded at the old limit, latency held
     THROTTLED = "throttled"  # 429 / 503 / overloaded
     TIMEOUT = "timeout"
+    SHARED = "shared"  # a run tree joined a limiter that other runs of its loop use
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,7 @@ class Limiter:
         self.cap = cap
         self.adaptive = adaptive
         self.on_change = on_change
+        self._listeners: list[Callable[[LimitChange], None]] = []  # run trees sharing it
         self._limit = float(max(1, min(initial, cap)))
         self._told = 0  # the limit last reported to `on_change`
         # Below this the limit doubles per round trip (slow start), above it grows by one
@@ -241,14 +251,29 @@ class Limiter:
 
     def _tell(self, reason: LimitReason, previous: int) -> None:
         self._told = self.limit
+        change = LimitChange(self.endpoint, self.limit, previous, reason, self._in_flight)
         if self.on_change is not None:
-            self.on_change(
-                LimitChange(self.endpoint, self.limit, previous, reason, self._in_flight)
-            )
+            self.on_change(change)
+        for listener in list(self._listeners):  # a listener may unsubscribe meanwhile
+            listener(change)
 
     def announce(self) -> None:
         """Report the starting limit (a `concurrency` event with reason "start")."""
         self._tell(LimitReason.START, 0)
+
+    def subscribe(self, listener: Callable[[LimitChange], None], *, fresh: bool) -> None:
+        """Tell `listener` (one run tree) every change from now on, starting with the limit
+        now: reason "start" for a new limiter, "shared" for one that other runs use."""
+        self._listeners.append(listener)
+        if fresh:
+            self._told = self.limit
+        reason = LimitReason.START if fresh else LimitReason.SHARED
+        listener(LimitChange(self.endpoint, self.limit, 0, reason, self._in_flight))
+
+    def unsubscribe(self, listener: Callable[[LimitChange], None]) -> None:
+        """Stop telling `listener` (its run tree ended)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
 
 class Holder:
@@ -300,8 +325,33 @@ def endpoint_of(lm: Any) -> str:
     return str(endpoint) if endpoint else str(getattr(lm, "name", repr(lm)))
 
 
+# Adaptive limiters shared by the run trees of one event loop, by (endpoint, cap). A
+# limiter's futures and timers belong to its loop, so loops never share one; a loop that
+# ends (and is collected) takes its limiters with it.
+_shared: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, int], Limiter]
+] = weakref.WeakKeyDictionary()
+
+
+def shared_limiter(endpoint: str, cap: int) -> tuple[Limiter, bool]:
+    """The adaptive limiter of `endpoint` shared in the running loop, and whether it is new."""
+    by_key = _shared.setdefault(asyncio.get_running_loop(), {})
+    limiter = by_key.get((endpoint, cap))
+    if limiter is not None:
+        return limiter, False
+    limiter = by_key[(endpoint, cap)] = Limiter(endpoint, initial=min(START, cap), cap=cap)
+    return limiter, True
+
+
+def shared_limiters(loop: asyncio.AbstractEventLoop | None = None) -> list[Limiter]:
+    """The shared limiters of `loop`, or of every live event loop (tests, diagnostics)."""
+    loops = list(_shared.values()) if loop is None else [_shared.get(loop, {})]
+    return [limiter for by_key in loops for limiter in by_key.values()]
+
+
 class Limiters:
-    """One limiter per endpoint, for one run tree."""
+    """One limiter per endpoint, for one run tree: adaptive ones shared with the other
+    trees of the running loop (`shared_limiter`), fixed ones the tree's own."""
 
     def __init__(
         self, max_concurrency: int | str, cap: int,
@@ -318,12 +368,22 @@ class Limiters:
         endpoint = endpoint_of(lm)
         limiter = self._by_endpoint.get(endpoint)
         if limiter is None:
-            limiter = Limiter(endpoint, initial=self.initial, cap=self.cap,
-                              adaptive=self.adaptive, on_change=self.on_change)
+            if not self.adaptive:  # a fixed limit never changes: nothing to tell
+                limiter = Limiter(endpoint, initial=self.initial, cap=self.cap,
+                                  adaptive=False, on_change=self.on_change)
+                self._by_endpoint[endpoint] = limiter
+                return limiter
+            limiter, fresh = shared_limiter(endpoint, self.cap)
             self._by_endpoint[endpoint] = limiter
-            if self.adaptive:  # a fixed limit never changes: nothing to tell
-                limiter.announce()
+            if self.on_change is not None:
+                limiter.subscribe(self.on_change, fresh=fresh)
         return limiter
+
+    def close(self) -> None:
+        """The tree ended: stop hearing of the shared limiters' changes."""
+        if self.on_change is not None:
+            for limiter in self._by_endpoint.values():
+                limiter.unsubscribe(self.on_change)
 
     def all(self) -> list[Limiter]:
         """Every limiter made so far."""

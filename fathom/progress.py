@@ -297,7 +297,7 @@ class Progress:
                     f"attempt {_attempt(e.attempt, e.attempts)} in {e.delay:.1f}s")
         if isinstance(e, ConcurrencyEvent):
             s.limits[e.endpoint] = e.limit
-            if e.reason in ("start", "grow"):
+            if e.reason in ("start", "grow", "shared"):
                 return None  # the panel shows the limit; lines tell only the cuts
             return (f"{pad}{e.endpoint}: concurrency {e.previous} -> {e.limit} ({e.reason}, "
                     f"{e.in_flight} in flight)")

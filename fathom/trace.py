@@ -151,7 +151,8 @@ class LMCallRetry(Event):
 @dataclass(frozen=True)
 class ConcurrencyEvent(Event):
     """The concurrency limit of a model endpoint changed (fathom.limiter): `reason` is
-    "start", "grow", "throttled" or "timeout"; `in_flight` counts its calls at the time."""
+    "start", "grow", "throttled", "timeout" or "shared" (a run joined the limiter other runs
+    of its event loop use); `in_flight` counts its calls (of every run) at the time."""
 
     type: ClassVar[str] = "concurrency"
     endpoint: str = ""

@@ -176,9 +176,11 @@ class RunTree:
         self.emit(cls(run_id=run.run_id, depth=run.depth, t=self.clock.now(), **fields))
 
     async def cancel_tasks(self) -> None:
-        """Cancel every sub-call and child run still going, and wait for their cleanup."""
+        """Cancel every sub-call and child run still going, and wait for their cleanup; the
+        tree has ended, so its trace stops hearing of the shared concurrency limiters."""
         pending = [task for task in self.tasks if not task.done()]
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        self.meter.close()

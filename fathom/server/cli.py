@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -21,6 +21,38 @@ from fathom.server.config import ServerConfig
 from fathom.terminal import safe_text
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Concurrency(click.ParamType):
+    """--max-concurrency: "auto" or a whole number >= 1."""
+
+    name = "auto|N"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | Literal["auto"]:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number >= 1.", param, ctx)
+        return number
+
+
+def concurrency_options(command: F) -> F:
+    """--max-concurrency and --max-concurrency-cap, of `ask`, `chat`, `serve` and `mcp`.
+
+    Here rather than in fathom.cli, which imports this module (not the other way round).
+    """
+    command = click.option(
+        "--max-concurrency-cap", type=click.IntRange(min=1), default=512, show_default=True,
+        help="The most calls in flight that 'auto' may grow to.")(command)
+    return click.option(
+        "--max-concurrency", type=_Concurrency(), default="auto", show_default=True,
+        help="Model calls in flight at once per model endpoint: 'auto' finds the provider's "
+             "limit as it goes, one limit for all the runs of the process at once; a number "
+             "fixes it for each run (and its children).")(command)
 
 
 def run_options(command: F) -> F:
@@ -46,6 +78,7 @@ def run_options(command: F) -> F:
         click.option("--price", "prices", multiple=True, metavar="MODEL=IN,OUT",
                      help="USD per million input and output tokens of MODEL, for --max-usd "
                           "(repeatable), e.g. --price openai:my-model=0.25,2.00."),
+        concurrency_options,
         click.option("--max-runs", type=click.IntRange(min=1), default=4, show_default=True,
                      help="Runs in progress at once."),
         click.option("--max-queue", type=click.IntRange(min=0), default=16, show_default=True,
@@ -97,7 +130,9 @@ def server_config(options: dict[str, Any], **extra: Any) -> ServerConfig:
         max_runs=options["max_runs"], max_queue=options["max_queue"],
         allow_dirs=tuple(options["allow_dirs"]), trace_dir=options["trace_dir"],
         rlm_options={"sandbox": options["sandbox"], "max_iterations": options["max_iterations"],
-                     "max_depth": options["max_depth"]},
+                     "max_depth": options["max_depth"],
+                     "max_concurrency": options["max_concurrency"],
+                     "max_concurrency_cap": options["max_concurrency_cap"]},
         **extra,
     )
     fathom.RLM(model=config.model, sub_model=config.sub_model, budget=config.budget,
