@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +74,9 @@ class _State:
     """What a sandbox must free: its worker, scratch dir, call threads and isolation plan.
 
     Its finalizer holds this object, never the sandbox, so a sandbox nobody closed is
-    still collected and cleaned up.
+    still collected and cleaned up. release() may run on another thread than a block (a
+    cancelled run closes its sandbox while the block is still running): once it has begun,
+    nothing may create the scratch dir, a plan or a worker again (see `opened`).
     """
 
     pool: ThreadPoolExecutor = field(
@@ -82,10 +85,21 @@ class _State:
     scratch: Path | None = None
     plan: IsolationPlan | None = None
     process: WorkerProcess | None = None
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[None]:
+        """Hold off release() while the body makes what it must free; SandboxError if closed."""
+        with self.lock:
+            if self.closed:
+                raise SandboxError("This sandbox was closed; create a new one for a new run.")
+            yield
 
     def stop_worker(self) -> int | None:
         """Kill the current worker and what REPL code left behind; its exit code."""
-        process, self.process = self.process, None
+        with self.lock:
+            process, self.process = self.process, None
         if process is None:
             return None
         code = process.stop()
@@ -95,6 +109,8 @@ class _State:
 
     def release(self) -> None:
         """Stop the worker and delete the scratch dir (close(), garbage collection, exit)."""
+        with self.lock:  # waits for a worker being started; none starts after this
+            self.closed = True
         self.stop_worker()
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.scratch is not None:
@@ -184,17 +200,18 @@ class SubprocessSandbox:
             raise SandboxError("This sandbox was closed; create a new one for a new run.")
         if self._state.scratch is not None:
             raise SandboxError("This sandbox is already started; create one sandbox per run.")
-        scratch = self._state.scratch = Path(tempfile.mkdtemp(prefix="fathom-sandbox-"))
-        self._bridge = bridge
-        self._context = context
-        spec = _context_spec(context, scratch)
-        plan = self._state.plan = prepare(
-            self.options.isolation,
-            scratch=scratch,
-            readable=_readable_paths(spec),
-            memory_mb=self.options.memory_mb,
-            address_space_mb=_address_space_for(self.options.memory_mb, spec),
-        )
+        with self._state.opened():  # a close() meanwhile must find the dir and plan to free
+            scratch = self._state.scratch = Path(tempfile.mkdtemp(prefix="fathom-sandbox-"))
+            self._bridge = bridge
+            self._context = context
+            spec = _context_spec(context, scratch)
+            plan = self._state.plan = prepare(
+                self.options.isolation,
+                scratch=scratch,
+                readable=_readable_paths(spec),
+                memory_mb=self.options.memory_mb,
+                address_space_mb=_address_space_for(self.options.memory_mb, spec),
+            )
         self._init = {
             "op": "init",
             "scratch": str(scratch),
@@ -211,17 +228,8 @@ class SubprocessSandbox:
             found = {str(k)[:100]: str(v)[:300] for k, v in list(layers.items())[:50]}
             self._layers = layers_from_text(found)
 
-    def _spawn(self, restore: Restore, restore_seconds: float = 0.0) -> dict[str, Any]:
-        """Start a worker and wait for its `ready`; SandboxError if it cannot start.
-
-        Restoring variables gets `restore_seconds` in the worker, and the wait only that
-        much more than a start (a rebuild the worker cannot interrupt is cut off there).
-        """
-        if restore is Restore.VARIABLES:
-            start = 2 * self._start_seconds + _START_SLACK
-            deadline = time.monotonic() + restore_seconds + start
-        else:
-            deadline = time.monotonic() + self.start_timeout
+    def _launch(self) -> tuple[WorkerProcess, dict[str, Any]]:
+        """Start a worker process (the current one from now on) and find the context's spec."""
         plan, scratch = self._state.plan, self._state.scratch
         assert plan is not None and scratch is not None
         to_worker_r, to_worker_w = os.pipe()
@@ -254,9 +262,23 @@ class SubprocessSandbox:
         process.reader = threading.Thread(target=process.drain, name="fathom-raw", daemon=True)
         process.reader.start()
         self._state.process = process
+        # Asked again at each start: REPL code may have deleted a spilled context file.
+        return process, _context_spec(self._context, scratch)
+
+    def _spawn(self, restore: Restore, restore_seconds: float = 0.0) -> dict[str, Any]:
+        """Start a worker and wait for its `ready`; SandboxError if it cannot start.
+
+        Restoring variables gets `restore_seconds` in the worker, and the wait only that
+        much more than a start (a rebuild the worker cannot interrupt is cut off there).
+        """
+        if restore is Restore.VARIABLES:
+            start = 2 * self._start_seconds + _START_SLACK
+            deadline = time.monotonic() + restore_seconds + start
+        else:
+            deadline = time.monotonic() + self.start_timeout
+        with self._state.opened():  # closed meanwhile: no worker, and no context respilled
+            process, spec = self._launch()
         try:
-            # Asked again at each start: REPL code may have deleted a spilled context file.
-            spec = _context_spec(self._context, scratch)
             init = {**self._init, "context": spec, "restore": restore.value}
             if restore is Restore.VARIABLES:
                 init["restore_seconds"] = restore_seconds
@@ -267,6 +289,8 @@ class SubprocessSandbox:
             ready, died = None, True
         if ready is None or ready.get("op") != "ready":
             code = self._state.stop_worker()  # also collects the last raw output (a traceback)
+            if self._state.closed:  # stopped by close(), not by the context or a limit
+                raise SandboxError("This sandbox was closed; create a new one for a new run.")
             detail = (ready or {}).get("error") or "".join(process.tail)[-CRASH_TAIL:]
             if (ready or {}).get("kind") == "IsolationError":
                 raise IsolationError(str(detail))

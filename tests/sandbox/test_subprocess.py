@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -324,6 +325,32 @@ def test_isolation_names_each_layer_in_trace_form(start):
     layers = start().isolation()
     assert layers["environment"] == "active"
     assert all(v.startswith(("active", "off", "unavailable")) for v in layers.values())
+
+
+def test_close_during_a_block_leaves_no_scratch_dir_and_no_worker(start, make_bridge):
+    # A cancelled run closes its sandbox from another thread while the block still runs:
+    # the block must not take the killed worker for a crash and restart it (which spilled
+    # the context into a new scratch dir after close() had removed it).
+    running = threading.Event()
+    box = start(the_bridge=make_bridge(reply=lambda prompt: running.set() or "go"))
+    scratch, pid = box.scratch, box.pid
+    assert scratch is not None and pid is not None
+    outcome: list[object] = []
+
+    def block() -> None:
+        try:
+            outcome.append(box.execute("llm_query('x')\nimport time\ntime.sleep(30)", 60))
+        except SandboxError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=block)
+    thread.start()
+    assert running.wait(30)
+    box.close()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert isinstance(outcome[0], SandboxError) and "closed" in str(outcome[0])
+    assert not scratch.exists() and box.pid is None and _gone(pid)
 
 
 def test_close_reaps_worker_removes_scratch_and_is_idempotent(start):

@@ -110,9 +110,8 @@ def test_a_cancelled_call_cancels_its_run_and_frees_its_sandbox(tmp_path: Path) 
     with ScriptedOpenAIServer(_slow_or_find) as server:
         after = asyncio.run(session(server.base_url))
     assert after.structured_content["answer"] == "4217"  # type: ignore[attr-defined]
-    # Nothing of the sandbox is left but, at times, its empty scratch directory: the
-    # sandbox's release removes the tree before it unmounts the scratch tmpfs.
-    assert [p for p in private_tmp.rglob("*") if not p.is_dir()] == []
+    # Nothing of the sandbox is left, not even its empty scratch directory.
+    assert list(private_tmp.rglob("*")) == []
 
 
 def test_ask_over_streamable_http(tmp_path: Path) -> None:
