@@ -12,6 +12,7 @@ import fathom
 from fathom.errors import QuotaExhausted
 from fathom.limiter import BACKOFF, START, Limiter, LimitReason
 from fathom.lm import ScriptedLM
+from fathom.lm.retry import RetryPolicy
 from fathom.trace import ConcurrencyEvent, Event, LMCall
 from tests.fake_servers import ScriptedOpenAIServer
 from tests.test_engine import repl
@@ -111,7 +112,9 @@ def test_the_limit_follows_a_server_whose_limit_changes_during_the_run(
         if turns == 2:
             before = (server.rejected, len(server.requests))
             server.max_in_flight = 8  # the provider tightens its limit mid-run
-        return [_scan(300), _scan(100), repl("FINAL('done')")][turns - 1]
+        # 200 calls after the cut: on a loaded machine slow start overshoots further (to
+        # ~100-275), and 100 calls ran out while the limit was still coming down.
+        return [_scan(300), _scan(200), repl("FINAL('done')")][turns - 1]
 
     events: list[Event] = []
     with ScriptedOpenAIServer(respond, delay=0.2, retry_after="0.1",
@@ -126,10 +129,13 @@ def test_the_limit_follows_a_server_whose_limit_changes_during_the_run(
     turn2 = next(i for i, e in enumerate(events) if getattr(e, "iteration", 0) == 2)
     first = [e for e in changes if events.index(e) < turn2]
     later = [e for e in changes if events.index(e) > turn2]
-    assert max(e.limit for e in first) > START  # grew past the start while calls went well
-    assert any(e.reason == "throttled" for e in later)  # cut when the server tightened
-    assert later[-1].limit <= 12
-    assert before[0] <= 0.25 * before[1]  # slow start overshot once (client-side counts run ahead)
+    # The limit's history, so that a failure on a loaded machine says what happened.
+    history = ([(e.reason, e.limit) for e in first], [(e.reason, e.limit) for e in later])
+    assert max(e.limit for e in first) > START, history  # grew while calls went well
+    assert any(e.reason == "throttled" for e in later), history  # cut when the server tightened
+    assert later[-1].limit <= 12, history
+    # Slow start overshot once (client-side counts run ahead).
+    assert before[0] <= 0.25 * before[1], (before, history)
 
 
 def test_retry_after_is_waited_without_holding_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,4 +214,16 @@ def test_a_rate_limited_call_waits_until_the_time_budget_ends(
                             budget=fathom.Budget(seconds=1.5)).run("q", "c")
         attempts = len(server.requests)
     assert (result.stop_reason, result.budget_limit) == ("budget", "seconds")
-    assert attempts > 5  # far past max_retries: throttling is waited out, not counted
+    # How many attempts fit in the budget depends on the machine's load (3 under four busy
+    # loops on two cores): that throttling is never counted is proved by the next test.
+    assert attempts >= 2
+
+
+def test_throttling_is_waited_out_past_max_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    throttled = RetryPolicy().max_retries + 3  # 429s are waited out, not counted as retries
+    root = ScriptedLM([repl("FINAL(llm_query('a'))")])
+    with ScriptedOpenAIServer(["b"], fail_first=[429] * throttled, retry_after="0.05") as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        result = fathom.RLM(root, "openai:m", sandbox="inprocess").run("q", "c")
+        attempts = len(server.requests)
+    assert result.answer == "b" and attempts == throttled + 1
