@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,10 @@ def test_a_stream_shows_progress_as_reasoning_then_the_answer() -> None:
     assert (chunks[-1].model_extra or {})["fathom"]["stop_reason"] == "final"
 
 
-def test_a_cancelled_stream_cancels_its_run_and_its_worker_exits() -> None:
+def test_a_cancelled_stream_cancels_its_run_and_its_worker_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the scratch dir goes
     with serving(ServerConfig(model=scripted(SLEEP))) as base:
         stream = client(base).chat.completions.create(
             model="fathom", messages=[{"role": "user", "content": "What is the code?"}],
@@ -69,6 +73,7 @@ def test_a_cancelled_stream_cancels_its_run_and_its_worker_exits() -> None:
         wait_for(lambda: workers())  # the worker is running time.sleep(60)
         stream.close()
         wait_for(lambda: not workers(), timeout=10)
+        wait_for(lambda: not list(tmp_path.iterdir()), timeout=10)  # its scratch dir too
         metrics = httpx.get(f"{base}/metrics").text
     assert 'fathom_runs_total{outcome="cancelled"} 1.0' in metrics
 
