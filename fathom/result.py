@@ -37,10 +37,7 @@ class Result:
     @property
     def total_usage(self) -> Usage:
         """Usage summed over every model."""
-        total = Usage()
-        for usage in self.usage.values():
-            total = total + usage
-        return total
+        return sum(self.usage.values(), Usage())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (the CLI's `--json`)."""

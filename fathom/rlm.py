@@ -6,13 +6,13 @@ import asyncio
 import dataclasses
 import functools
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from fathom.answers import AnswerSchema
+from fathom.blocking import run_sync
 from fathom.budget import Budget, Spend
 from fathom.context import Context
 from fathom.engine import Engine, Workspace
@@ -144,26 +144,7 @@ class RLM:
     def run(self, query: str, context: Any, *, schema: Any = None) -> Result:
         """Answer `query` about `context` (str, list, dict, Path or fathom.Context); with
         `schema` (a pydantic model class or a JSON-schema dict) the answer is validated."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.arun(query, context, schema=schema))
-        # Called from inside an event loop (a notebook, say): run on a loop of our own.
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["result"] = asyncio.run(self.arun(query, context, schema=schema))
-            except BaseException as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=target, name="fathom-run")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        result: Result = box["result"]
-        return result
+        return run_sync(lambda: self.arun(query, context, schema=schema))
 
     async def arun(self, query: str, context: Any, *, schema: Any = None) -> Result:
         """Async form of `run`."""

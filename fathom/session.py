@@ -22,12 +22,13 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from fathom import prompts
+from fathom.blocking import run_sync
 from fathom.bridge import SubCalls
 from fathom.budget import Spend
 from fathom.calls import RunHandle
@@ -43,8 +44,6 @@ from fathom.sandbox.base import Bridge, Sandbox
 from fathom.sandbox.state import Kind, Variables
 from fathom.trace import Event, RunEnd
 from fathom.tree import RunConfig, RunTree
-
-T = TypeVar("T")
 
 HISTORY = "history"  # the REPL variable listing the earlier questions and answers
 MAGIC = b"FATHOM-SESSION 1\n"
@@ -115,7 +114,7 @@ class Session:
     def start(self) -> Session:
         """Load the context and start the sandbox (once; `with` does it for you)."""
         if self._sandbox is None:
-            _run_sync(self._start)
+            run_sync(self._start, name="fathom-session")
         return self
 
     async def _start(self) -> None:
@@ -169,7 +168,7 @@ class Session:
         Its trace goes to `trace`, by default the RLM's trace path numbered by question
         (run.jsonl -> run.1.jsonl, run.2.jsonl, ...).
         """
-        return _run_sync(lambda: self.aask(query, trace=trace, **options))
+        return run_sync(lambda: self.aask(query, trace=trace, **options))
 
     async def aask(self, query: str, *, trace: str | Path | None = None, **options: Any) -> Result:
         """Async form of `ask`."""
@@ -223,10 +222,7 @@ class Session:
     @property
     def total_usage(self) -> Usage:
         """Usage summed over every model and question."""
-        total = Usage()
-        for usage in self.usage.values():
-            total = total + usage
-        return total
+        return sum(self.usage.values(), Usage())
 
     def variables(self) -> dict[str, str]:
         """The REPL's variables: name -> type and size (what the model is told)."""
@@ -400,26 +396,3 @@ def _tally(spent: dict[str, Usage], event: Event) -> None:
 
 def _ignore(event: object) -> None:
     """An event sink that drops everything (the probe tree runs nothing)."""
-
-
-def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to its end from sync code, even inside a running loop (a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(make())
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="fathom-session")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
