@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fathom
 from fathom.trace import ConcurrencyEvent, Event, LMCall
-from tests.fake_servers import ScriptedOpenAIServer
+from tests.fake_servers import ScriptedOpenAIServer, common_prefix
 
 CHUNKS = 490
 LATENCY = 0.5  # seconds per sub-call
@@ -178,16 +178,6 @@ def rlms_scan(python: str, server_limit: int | None) -> ScanRun | str:
 
 
 # --- (c) prefix stability ------------------------------------------------------------------
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the longest common prefix of `a` and `b`."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _flatten(request: dict[str, Any]) -> str:
     """A request's prompt as the provider's prefix cache sees it: messages in order."""
     return "".join(f"<{m.get('role')}>{m.get('content')}" for m in request.get("messages", []))
@@ -229,8 +219,8 @@ def prefix_run(iterations: int = 20, context_window: int | None = None) -> Prefi
         assert result.answer == "done", result
         prompts = [_flatten(r) for r in server.requests]
     pairs = list(itertools.pairwise(prompts))[1:]
-    shares = [_common_prefix(a, b) / len(b) for a, b in pairs]
-    kept = [_common_prefix(a, b) / len(a) for a, b in pairs]
+    shares = [common_prefix(a, b) / len(b) for a, b in pairs]
+    kept = [common_prefix(a, b) / len(a) for a, b in pairs]
     compacted = [bool(getattr(e, "compacted", False)) for e in events
                  if type(e).__name__ == "IterationEvent"][2 : 2 + len(pairs)]
     prompt = sum(e.prompt_tokens for e in events if isinstance(e, LMCall))

@@ -35,18 +35,18 @@ from typing import Any
 Replies = Sequence[str] | Callable[[list[dict[str, Any]]], str]
 
 
-def _estimate_tokens(text: str) -> int:
-    return len(text) // 4 + 1
-
-
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the longest common prefix of `a` and `b`."""
+def common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix of `a` and `b` (what a prefix cache can reuse)."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
     return n
+
+
+def _estimate_tokens(text: str) -> int:
+    return len(text) // 4 + 1
 
 
 class _Server(ThreadingHTTPServer):
@@ -243,7 +243,7 @@ class _ScriptedServer:
         if not self.prefix_cache:
             return 0
         with self._lock:
-            shared = max((_common_prefix(p, prompt_text) for p in self._prompts), default=0)
+            shared = max((common_prefix(p, prompt_text) for p in self._prompts), default=0)
             self._prompts.append(prompt_text)
         tokens = shared // 4
         return tokens // 128 * 128 if tokens >= 1024 else 0
