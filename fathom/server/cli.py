@@ -106,14 +106,10 @@ def server_config(options: dict[str, Any], **extra: Any) -> ServerConfig:
     from fathom.rlm import unpriced_models
 
     for value in options["prices"]:
-        model, _, pair = value.rpartition("=")
         try:
-            inp, out = (float(part) for part in pair.split(","))
-            if not model or inp < 0 or out < 0:
-                raise ValueError
-        except ValueError:
-            raise click.BadParameter(f"{value!r}: write MODEL=IN,OUT, USD per million input "
-                                     "and output tokens", param_hint="--price") from None
+            model, inp, out = pricing.parse_price(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--price") from None
         pricing.set_price(model, inp, out)
     if options["max_usd"] is not None:
         root = options["model"] or default_model()
