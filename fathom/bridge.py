@@ -19,12 +19,21 @@ from fathom.answers import Citer
 from fathom.calls import CallSite, Role, RunHandle
 from fathom.context import Context
 from fathom.errors import BudgetExceeded, ConfigError
-from fathom.lm.base import Message, prompt_room
+from fathom.lm.base import LM, Message, prompt_room
 from fathom.repl_api import Batch, CallRefused, FunctionSpec
 from fathom.trace import CitationEvent
-from fathom.tree import RunTree
+from fathom.tree import RunConfig, RunTree
 
 T = TypeVar("T")
+
+
+def offered_functions(config: RunConfig, sub: LM) -> list[FunctionSpec]:
+    """The REPL functions a run with `config` offers, docs filled in for its sub-model."""
+    room = prompt_room(sub)
+    return [
+        f.spec.render(sub_window=f"{room:,}") for f in repl_api.functions()
+        if config.sub_calls or not f.calls_models
+    ]
 
 
 class SubCalls:
@@ -36,14 +45,8 @@ class SubCalls:
         self._citer = Citer(context) if context is not None else None  # cite() reads it
         self.concurrency = tree.config.concurrency_bound
         self.max_batch = tree.config.sandbox_options.max_batch
-        room = prompt_room(tree.router.sub)
-        self._offered = {
-            f.spec.name for f in repl_api.functions() if tree.config.sub_calls or not f.calls_models
-        }
-        self._specs = [
-            f.spec.render(sub_window=f"{room:,}") for f in repl_api.functions()
-            if f.spec.name in self._offered
-        ]
+        self._specs = offered_functions(tree.config, tree.router.sub)
+        self._offered = {spec.name for spec in self._specs}
 
     # --- the Bridge, called from sandbox threads ------------------------------------------
     def functions(self) -> list[FunctionSpec]:

@@ -29,11 +29,8 @@ from typing import Any, Protocol
 
 from fathom import prompts
 from fathom.blocking import run_sync
-from fathom.bridge import SubCalls
-from fathom.budget import Spend
-from fathom.calls import RunHandle
+from fathom.bridge import offered_functions
 from fathom.context import Context
-from fathom.engine import Engine
 from fathom.errors import ConfigError, ContextChanged, SandboxError, SessionError
 from fathom.lm.base import Usage
 from fathom.lm.router import ModelRouter
@@ -43,7 +40,7 @@ from fathom.sandbox import create
 from fathom.sandbox.base import Bridge, Sandbox
 from fathom.sandbox.state import Kind, Variables
 from fathom.trace import Event, RunEnd
-from fathom.tree import RunConfig, RunTree
+from fathom.tree import RunConfig
 
 HISTORY = "history"  # the REPL variable listing the earlier questions and answers
 MAGIC = b"FATHOM-SESSION 1\n"
@@ -125,10 +122,7 @@ class Session:
                                "one with rlm.session(context), or Session.load a saved one.")
         router = self.rlm._router()
         self.rlm._check_prices(router)
-        # The functions a run of this RLM offers, docs filled in for its models.
-        probe = RunTree(self.rlm.config, router, Spend(None), _ignore,
-                        asyncio.get_running_loop(), Engine)
-        relay = _Relay(SubCalls(probe, RunHandle("")).functions())
+        relay = _Relay(offered_functions(self.rlm.config, router.sub))
         config = self.rlm.config
         sandbox = create(config.sandbox, config.sandbox_options)
         try:
@@ -394,5 +388,3 @@ def _tally(spent: dict[str, Usage], event: Event) -> None:
                       for model, usage in event.usage.items()})
 
 
-def _ignore(event: object) -> None:
-    """An event sink that drops everything (the probe tree runs nothing)."""
